@@ -1,0 +1,1 @@
+"""Built-in fmd modules: diagnosis engines and response agents."""

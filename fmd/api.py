@@ -1,0 +1,556 @@
+"""The module API: the handle through which a module uses fmd.
+
+One :class:`Handle` per module, used only from that module's thread.  It
+offers subscriptions, typed properties, cases (open, add ereport, add SERD,
+add suspect, solve, close), SERD engines, persistent buffers, timers and
+statistics — the Python counterpart of illumos ``fmd_api.h``.
+
+Every change is made in memory and marked dirty; after each batch of events
+the module's runner calls :meth:`Handle.checkpoint`, which packs the changes
+(the module document, dirty cases, event state changes, new ``list.*``
+events, resource-cache rows) into one :class:`~fmd.ckpt.CheckpointOp`.  The
+writer commits it in the same transaction that marks the consumed events
+committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+
+from fmd.case import Case, CaseFlag, CaseState
+from fmd.ckpt import CheckpointOp
+from fmd.config import Properties, PropValue
+from fmd.errors import ModuleApiError
+from fmd.eventq import EventItem
+from fmd.protocol import (
+    FAULT_FAULTY,
+    FAULT_REPAIRED,
+    FAULT_UNUSABLE,
+    Ereport,
+    FmdFmri,
+    Fmri,
+    ListEvent,
+    Suspect,
+    fmri_from_obj,
+    validate_pattern,
+)
+from fmd.serd import SerdEngine, SerdSet
+from fmd.store import schema
+
+if TYPE_CHECKING:
+    from fmd.clock import Clock
+    from fmd.dictionary import DictionarySet
+    from fmd.dispq import SubscriptionTree
+    from fmd.module import ModuleRunner
+    from fmd.store import Writer
+    from fmd.timerq import TimerQueue
+
+CKPT_VERSION = 1
+
+
+@dataclass
+class ModuleContext:
+    """What the daemon shares with every handle."""
+
+    clock: Clock
+    writer: Writer
+    dicts: DictionarySet
+    timers: TimerQueue
+    tree: SubscriptionTree[ModuleRunner]
+    authority: tuple[tuple[str, str], ...]
+    case_owner: Callable[[str], ModuleRunner | None]
+    register_case: Callable[[str, ModuleRunner | None], None]
+    save_checkpoints: bool = True
+
+
+@dataclass
+class Stat:
+    """A module statistic (a counter or a value) shown by ``fmstat -m``."""
+
+    name: str
+    description: str
+    value: int = 0
+
+    def incr(self, n: int = 1) -> None:
+        self.value += n
+
+
+@dataclass
+class _Outbox:
+    states: dict[int, int] = field(default_factory=dict)
+    published: list[ListEvent] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+class Handle:
+    """The API object passed to every :class:`~fmd.module.Plugin` callback."""
+
+    def __init__(
+        self,
+        ctx: ModuleContext,
+        name: str,
+        version: str,
+        props: Properties,
+        dictionaries: list[str],
+    ) -> None:
+        self._ctx = ctx
+        self.name = name
+        self.version = version
+        self.props = props
+        self.dictionaries = dictionaries
+        self.log = structlog.get_logger("fmd.module").bind(module=name)
+        self.runner: ModuleRunner | None = None
+        self.serd = SerdSet()
+        self._bufs: dict[str, bytes] = {}
+        self._bufs_dirty = False
+        self._cases: dict[str, Case] = {}
+        self._timers: set[int] = set()
+        self._stats: dict[str, Stat] = {}
+        self._out = _Outbox()
+        self._current: EventItem | None = None
+        self.specific: dict[str, Any] = {}
+        self.conf_subscriptions: list[str] = []
+        self.cases_opened = 0
+        self.cases_solved = 0
+        self.accepted = 0
+        # Cases that left memory this batch (resolved) but must still be saved.
+        self._saved_final: list[Case] = []
+
+    # -- identity, properties, subscriptions, time -------------------------
+    def prop(self, name: str) -> PropValue:
+        """A property of this module (typed as declared)."""
+        try:
+            return self.props.get(name)
+        except Exception as exc:
+            raise ModuleApiError(f"module {self.name}: {exc}") from exc
+
+    def subscribe(self, pattern: str) -> None:
+        validate_pattern(pattern)
+        assert self.runner is not None
+        self._ctx.tree.subscribe(pattern, self.runner)
+
+    def unsubscribe(self, pattern: str) -> None:
+        assert self.runner is not None
+        self._ctx.tree.unsubscribe(pattern, self.runner)
+
+    def now_ns(self) -> int:
+        return self._ctx.clock.now_ns()
+
+    @property
+    def de_fmri(self) -> FmdFmri:
+        return FmdFmri(mod_name=self.name, mod_version=self.version, authority=self._ctx.authority)
+
+    # -- statistics --------------------------------------------------------
+    def stat(self, name: str, description: str = "") -> Stat:
+        """Get or create the named statistic."""
+        st = self._stats.get(name)
+        if st is None:
+            st = self._stats[name] = Stat(name, description)
+        return st
+
+    def stats(self) -> list[Stat]:
+        return list(self._stats.values())
+
+    # -- event bookkeeping (runner) ---------------------------------------
+    def begin_event(self, item: EventItem) -> None:
+        self._current = item
+
+    def end_event(self) -> None:
+        self._current = None
+
+    def _event_id(self, ev: Ereport) -> int:
+        if ev.id is None:
+            raise ModuleApiError(f"module {self.name}: event {ev.cls} has no store id")
+        return ev.id
+
+    def _advance(self, event_id: int, state: int) -> None:
+        before = self._out.states.get(event_id, schema.STATE_RECEIVED)
+        if before < state:
+            self._out.states[event_id] = state
+            if before == schema.STATE_RECEIVED:
+                self.accepted += 1
+
+    # -- SERD engines ------------------------------------------------------
+    def serd_create(self, name: str, n: int, t_ns: int) -> SerdEngine:
+        return self.serd.create(name, n, t_ns)
+
+    def serd_exists(self, name: str) -> bool:
+        return self.serd.exists(name)
+
+    def serd_destroy(self, name: str) -> None:
+        self.serd.destroy(name)
+
+    def serd_record(self, name: str, ev: Ereport) -> bool:
+        """Record an ereport; True when the engine fires on it.  The event becomes ACCEPTED."""
+        eid = self._event_id(ev)
+        fired = self.serd.record(name, eid, ev.time_ns)
+        self._advance(eid, schema.STATE_ACCEPTED)
+        return fired
+
+    def serd_fired(self, name: str) -> bool:
+        return self.serd.fired(name)
+
+    def serd_reset(self, name: str) -> None:
+        self.serd.reset(name)
+
+    def serd_empty(self, name: str) -> bool:
+        return self.serd.empty(name)
+
+    # -- persistent buffers -------------------------------------------------
+    def buf_write(self, name: str, data: bytes) -> None:
+        self._bufs[name] = bytes(data)
+        self._bufs_dirty = True
+
+    def buf_read(self, name: str) -> bytes | None:
+        return self._bufs.get(name)
+
+    def buf_destroy(self, name: str) -> None:
+        if self._bufs.pop(name, None) is not None:
+            self._bufs_dirty = True
+
+    def buf_size(self) -> int:
+        return sum(len(v) for v in self._bufs.values())
+
+    # -- timers --------------------------------------------------------------
+    def timer_install(self, delta_ns: int, arg: Any = None) -> int:
+        """Deliver ``timeout(hdl, id, arg)`` after ``delta_ns`` on fmd's clock."""
+        runner = self.runner
+        assert runner is not None
+        tid = self._ctx.timers.install(delta_ns, runner.post_timeout, arg)
+        self._timers.add(tid)
+        return tid
+
+    def timer_remove(self, timer_id: int) -> None:
+        self._timers.discard(timer_id)
+        self._ctx.timers.remove(timer_id)
+
+    def timer_fired(self, timer_id: int) -> bool:
+        if timer_id in self._timers:
+            self._timers.discard(timer_id)
+            return True
+        return False
+
+    # -- cases ---------------------------------------------------------------
+    def cases(self) -> list[Case]:
+        """The module's cases that are not yet resolved, oldest first."""
+        return sorted(self._cases.values(), key=lambda c: c.open_time_ns)
+
+    def case_get(self, uuid: str) -> Case | None:
+        return self._cases.get(uuid)
+
+    def case_open(self, data: dict[str, Any] | None = None) -> Case:
+        case = Case(
+            uuid=str(uuidlib.uuid4()),
+            module=self.name,
+            open_time_ns=self.now_ns(),
+            data=dict(data or {}),
+        )
+        case.mark_dirty()
+        self._cases[case.uuid] = case
+        self._ctx.register_case(case.uuid, self.runner)
+        self.cases_opened += 1
+        return case
+
+    def _own(self, case: Case) -> Case:
+        if self._cases.get(case.uuid) is not case:
+            raise ModuleApiError(f"module {self.name}: case {case.uuid} is not one of its cases")
+        return case
+
+    def case_add_ereport(self, case: Case, ev: Ereport) -> None:
+        eid = self._event_id(ev)
+        self._own(case).add_ereport(eid)
+        if ev.injected:
+            case.flags |= CaseFlag.INJECTED
+        self._advance(eid, schema.STATE_ACCEPTED)
+
+    def case_add_serd(self, case: Case, name: str) -> None:
+        """Move the events of SERD engine ``name`` into the case."""
+        engine = self.serd.get(name)
+        self._own(case).add_serd(name, engine.event_ids())
+
+    def create_fault(
+        self,
+        cls: str,
+        certainty: int = 100,
+        *,
+        asru: Fmri | None = None,
+        fru: Fmri | None = None,
+        resource: Fmri | None = None,
+        location: str | None = None,
+        message: bool = True,
+        retire: bool = True,
+        response: bool = True,
+    ) -> Suspect:
+        try:
+            return Suspect.model_validate(
+                {
+                    "class": cls,
+                    "certainty": certainty,
+                    "asru": asru,
+                    "fru": fru,
+                    "resource": resource,
+                    "location": location,
+                    "message": message,
+                    "retire": retire,
+                    "response": response,
+                }
+            )
+        except Exception as exc:
+            raise ModuleApiError(f"module {self.name}: bad fault {cls!r}: {exc}") from exc
+
+    def case_add_suspect(self, case: Case, suspect: Suspect) -> None:
+        d = suspect.to_json_dict()
+        d["status"] = 0
+        self._own(case).add_suspect(d)
+
+    def case_solve(self, case: Case) -> ListEvent:
+        """Convict every suspect, compute the code, log and dispatch ``list.suspect``."""
+        self._own(case)
+        classes = case.fault_classes()
+        code = None
+        for dname in self.dictionaries:
+            code = self._ctx.dicts.lookup(dname, classes)
+            if code:
+                break
+        if code is None:
+            code = self._ctx.dicts.nodiagcode()
+        case.solve(code, self.now_ns())
+        for s in case.suspects:
+            s["status"] = FAULT_FAULTY
+        if all(not s.get("message", True) for s in case.suspects):
+            case.flags |= CaseFlag.INVISIBLE
+        for eid in case.events:
+            self._advance(eid, schema.STATE_DIAGNOSED)
+        self.cases_solved += 1
+        ev = self._list_event(case, "list.suspect", code)
+        self._record_resources(case)
+        return ev
+
+    def case_close(self, case: Case) -> None:
+        """Close a case: discard it if unsolved, else isolate it (``list.isolated``)."""
+        self._own(case)
+        if case.state is CaseState.UNSOLVED:
+            case.close()
+            self._ctx_close(case)
+            self._discard(case, delete=True)
+            return
+        if case.state is not CaseState.SOLVED:
+            raise ModuleApiError(
+                f"module {self.name}: case {case.uuid} is {case.state.name}; only an "
+                "UNSOLVED or SOLVED case can be closed"
+            )
+        case.close()
+        self._ctx_close(case)
+        case.transition(CaseState.CLOSED)
+        for s in case.suspects:
+            if s["status"] & FAULT_FAULTY:
+                s["status"] |= FAULT_UNUSABLE
+        self._list_event(case, "list.isolated", case.code or "")
+        self._record_resources(case)
+
+    def _ctx_close(self, case: Case) -> None:
+        assert self.runner is not None
+        self.runner.plugin.close(self, case)
+
+    def case_repair(self, case: Case, reason: int = FAULT_REPAIRED) -> None:
+        """Mark every suspect repaired (fmadm); resolve at once unless isolated."""
+        self._own(case)
+        case.repair()
+        for s in case.suspects:
+            s["status"] = (s["status"] & ~FAULT_FAULTY) | reason
+        self._list_event(case, "list.repaired", self._ctx.dicts.code_for("FMD", ["list.repaired"]))
+        self._record_resources(case)
+        if not any(s["status"] & FAULT_UNUSABLE for s in case.suspects):
+            self.case_resolve(case)
+
+    def case_resolve(self, case: Case) -> None:
+        """Every resource of a repaired case is usable again: ``list.resolved``."""
+        self._own(case)
+        for s in case.suspects:
+            s["status"] &= ~FAULT_UNUSABLE
+        case.resolve()
+        self._list_event(case, "list.resolved", self._ctx.dicts.code_for("FMD", ["list.resolved"]))
+        self._record_resources(case)
+        self._discard(case, delete=False)
+
+    def case_uuclose(self, uuid: str) -> None:
+        """Close another module's case by uuid (a response agent, after isolating)."""
+        self._on_owner(uuid, lambda h, c: h.case_close(c))
+
+    def case_uuresolved(self, uuid: str) -> None:
+        """Report that a repaired case's resources are usable again."""
+        self._on_owner(
+            uuid, lambda h, c: h.case_resolve(c) if c.state is CaseState.REPAIRED else None
+        )
+
+    def _on_owner(self, uuid: str, fn: Callable[[Handle, Case], None]) -> None:
+        owner = self._ctx.case_owner(uuid)
+        if owner is None:
+            raise ModuleApiError(f"module {self.name}: no open case {uuid}")
+
+        def run() -> None:
+            case = owner.handle.case_get(uuid)
+            if case is not None:
+                fn(owner.handle, case)
+
+        if owner is self.runner:
+            run()
+        else:
+            owner.call(run)
+
+    def _discard(self, case: Case, *, delete: bool) -> None:
+        self._cases.pop(case.uuid, None)
+        self._ctx.register_case(case.uuid, None)
+        if delete:
+            self._out.deleted.append(case.uuid)
+        else:
+            self._saved_final.append(case)
+
+    def _list_event(self, case: Case, cls: str, code: str) -> ListEvent:
+        suspects = [
+            Suspect.from_json_dict({k: v for k, v in s.items() if k != "status"})
+            for s in case.suspects
+        ]
+        ev = ListEvent.model_validate(
+            {
+                "class": cls,
+                "uuid": case.uuid,
+                "code": code,
+                "diag-time": case.diag_time_ns or self.now_ns(),
+                "de": self.de_fmri,
+                "fault-list": suspects,
+                "fault-status": [int(s["status"]) for s in case.suspects],
+                "message": CaseFlag.INVISIBLE not in case.flags,
+                "__injected": CaseFlag.INJECTED in case.flags,
+            }
+        )
+        self._out.published.append(ev)
+        return ev
+
+    def _record_resources(self, case: Case) -> None:
+        now = self.now_ns()
+        for s in case.suspects:
+            for key in ("asru", "fru", "resource"):
+                fmri = fmri_text(s.get(key))
+                if fmri:
+                    self._out.resources.append(
+                        {
+                            "fmri": fmri,
+                            "uuid": case.uuid,
+                            "code": case.code,
+                            "flags": int(s["status"]),
+                            "reason": None,
+                            "updated_ns": now,
+                        }
+                    )
+                    break
+
+    # -- restore and checkpoint ---------------------------------------------
+    def restore(self, doc: dict[str, Any] | None, cases: list[Case]) -> dict[str, int]:
+        """Load the module's checkpoint and cases; return its progress per log."""
+        for case in cases:
+            self._cases[case.uuid] = case
+            self._ctx.register_case(case.uuid, self.runner)
+        if not doc:
+            return {"errlog": 0, "fltlog": 0}
+        if doc.get("version") != CKPT_VERSION:
+            raise ModuleApiError(
+                f"module {self.name}: checkpoint version "
+                f"{doc.get('version')!r} is not {CKPT_VERSION}"
+            )
+        self.serd = SerdSet.from_dict(doc.get("serd", {}))
+        self._bufs = {k: base64.b64decode(v) for k, v in doc.get("bufs", {}).items()}
+        self.specific = dict(doc.get("specific", {}))
+        self.cases_opened = int(doc.get("cases_opened", 0))
+        self.cases_solved = int(doc.get("cases_solved", 0))
+        seen = doc.get("last_seen", {})
+        return {"errlog": int(seen.get("errlog", 0)), "fltlog": int(seen.get("fltlog", 0))}
+
+    def contains_event(self, event_id: int) -> bool:
+        """Is the event held by one of this module's SERD engines or cases?"""
+        return self.serd.contains_event(event_id) or any(
+            c.contains_event(event_id) for c in self._cases.values()
+        )
+
+    def document(self, last_seen: dict[str, int]) -> str:
+        return orjson.dumps(
+            {
+                "version": CKPT_VERSION,
+                "module": self.name,
+                "last_seen": last_seen,
+                "serd": self.serd.to_dict(),
+                "bufs": {k: base64.b64encode(v).decode() for k, v in self._bufs.items()},
+                "specific": self.specific,
+                "cases_opened": self.cases_opened,
+                "cases_solved": self.cases_solved,
+            }
+        ).decode()
+
+    def checkpoint(self, last_seen: dict[str, int]) -> CheckpointOp:
+        """Pack every change since the last checkpoint and hand it to the writer."""
+        dirty = [c for c in self._cases.values() if c.dirty] + self._saved_final
+        out = self._out
+        op = CheckpointOp(
+            module=self.name,
+            last_seen=last_seen,
+            doc=self.document(last_seen) if self._ctx.save_checkpoints else None,
+            cases=[case_record(c) for c in dirty],
+            case_deletes=out.deleted,
+            states=list(out.states.items()),
+            list_events=out.published,
+            resources=out.resources,
+            now_ns=self.now_ns(),
+        )
+        for c in dirty:
+            c.clear_dirty()
+        self._saved_final = []
+        self.serd.clear_dirty()
+        self._bufs_dirty = False
+        self._out = _Outbox()
+        self._ctx.writer.submit(op)
+        return op
+
+
+def fmri_text(value: Any) -> str | None:
+    """The string form of an FMRI kept in a suspect (string or object form)."""
+    if value is None or isinstance(value, str):
+        return value
+    return fmri_from_obj(value).to_string()
+
+
+def case_record(case: Case) -> tuple[dict[str, Any], list[dict[str, Any]], list[int]]:
+    """The rows that persist a case: (cases row, suspects rows, event ids)."""
+    row = {
+        "uuid": case.uuid,
+        "module": case.module,
+        "state": int(case.state),
+        "flags": int(case.flags & ~CaseFlag.DIRTY),
+        "principal": case.principal,
+        "code": case.code,
+        "diag_time_ns": case.diag_time_ns,
+        "open_time_ns": case.open_time_ns,
+        "data": orjson.dumps(case.to_dict()).decode(),
+    }
+    suspects = [
+        {
+            "uuid": case.uuid,
+            "idx": i,
+            "class": s["class"],
+            "certainty": int(s.get("certainty", 100)),
+            "asru": fmri_text(s.get("asru")),
+            "fru": fmri_text(s.get("fru")),
+            "resource": fmri_text(s.get("resource")),
+            "location": s.get("location"),
+            "status": int(s.get("status", 0)),
+        }
+        for i, s in enumerate(case.suspects)
+    ]
+    return row, suspects, list(case.events)

@@ -1,0 +1,388 @@
+"""The case state machine: what a diagnosis knows and how far it has progressed.
+
+A case groups the ereports a diagnosis module believes share one cause, the
+suspect list it convicts, and the lifecycle that follows.  This module is
+pure data: it validates transitions and keeps flags, but it never logs,
+dispatches ``list.*`` events or touches the database; the daemon does that
+around each transition.
+
+::
+
+                     solve()                      close()
+    +----------+     module     +--------+    agent or module     +------------+
+    | UNSOLVED | -------------> | SOLVED | ---------------------> | CLOSE_WAIT |
+    +----------+                +--------+                        +------------+
+         |                          |                               ^       |
+         |  close(): module, no     |  repair(): fmadm, before      |       | fmd, after the
+         |  diagnosis possible      |  anything closed the case     |       | close callback
+         +--------------------------|-------------------------------+       v
+                                    |                                  +--------+
+                                    v                                  | CLOSED |
+                              +----------+   repair(): fmadm, or fmd   +--------+
+                              | REPAIRED | <-- sees a replaced part ------+
+                              +----------+
+                                    |  resolve(): fmd, every resource usable again
+                                    v
+                              +----------+
+                              | RESOLVED |
+                              +----------+
+
+* UNSOLVED -> SOLVED: the module calls ``solve()`` with at least one suspect;
+  fmd convicts the suspects, logs and dispatches ``list.suspect``.
+* UNSOLVED -> CLOSE_WAIT: the module closes a case it could not diagnose;
+  after its close callback the case is discarded.
+* SOLVED -> CLOSE_WAIT: an agent (or the module) closes a solved case once
+  the faulty resources were isolated; the ISOLATED flag is set.
+* SOLVED -> REPAIRED: an administrator repairs the suspects before anything
+  closed the case (the reference's repair path accepts any solved case).
+* CLOSE_WAIT -> CLOSED: fmd, after running the module's close callback.
+* CLOSED -> REPAIRED: fmadm repaired/replaced/acquit, or fmd noticing that a
+  part was replaced; only a case that was solved can be repaired.
+* REPAIRED -> RESOLVED: fmd, once every resource of the case is usable again;
+  the case is then discarded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, IntFlag
+from types import MappingProxyType
+from typing import Any
+
+from fmd.errors import CaseStateError, ProtocolError
+
+
+class CaseState(IntEnum):
+    """The lifecycle states of a case, numbered as in illumos."""
+
+    UNSOLVED = 0
+    SOLVED = 1
+    CLOSE_WAIT = 2
+    CLOSED = 3
+    REPAIRED = 4
+    RESOLVED = 5
+
+
+class CaseFlag(IntFlag):
+    """Flags kept alongside the state; DIRTY means "checkpoint me"."""
+
+    DIRTY = 0x01
+    SOLVED = 0x02
+    ISOLATED = 0x04
+    REPAIRED = 0x08
+    RESOLVED = 0x10
+    INVISIBLE = 0x20
+    INJECTED = 0x40
+
+
+_NO_FLAGS = CaseFlag(0)
+
+TRANSITIONS: Mapping[CaseState, frozenset[CaseState]] = MappingProxyType(
+    {
+        # solve(): a diagnosis; close(): the module gives up without one.
+        CaseState.UNSOLVED: frozenset({CaseState.SOLVED, CaseState.CLOSE_WAIT}),
+        # close() after isolation; or a repair that arrives before any close.
+        CaseState.SOLVED: frozenset({CaseState.CLOSE_WAIT, CaseState.REPAIRED}),
+        # fmd moves the case on once the module's close callback has run.
+        CaseState.CLOSE_WAIT: frozenset({CaseState.CLOSED}),
+        # an administrator's repair, or a replaced part noticed by fmd.
+        CaseState.CLOSED: frozenset({CaseState.REPAIRED}),
+        # every resource of the case is usable again.
+        CaseState.REPAIRED: frozenset({CaseState.RESOLVED}),
+        # terminal: the case is discarded.
+        CaseState.RESOLVED: frozenset(),
+    }
+)
+
+# The flag each target state sets (CLOSE_WAIT sets ISOLATED only for a solved case).
+_STATE_FLAGS: Mapping[CaseState, CaseFlag] = MappingProxyType(
+    {
+        CaseState.SOLVED: CaseFlag.SOLVED,
+        CaseState.REPAIRED: CaseFlag.REPAIRED,
+        CaseState.RESOLVED: CaseFlag.RESOLVED,
+    }
+)
+
+
+def _names(states: Iterable[CaseState]) -> str:
+    """Render a set of states for an error message, in numeric order."""
+    ordered = sorted(states)
+    return ", ".join(s.name for s in ordered) if ordered else "none (terminal state)"
+
+
+def _json_copy(value: Any, what: str) -> Any:
+    """Return a plain-JSON deep copy of ``value``; ProtocolError if it is not JSON-able."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+@dataclass(slots=True, kw_only=True)
+class Case:
+    """One case of one module: its events, suspects, state and flags."""
+
+    uuid: str
+    module: str
+    open_time_ns: int
+    state: CaseState = CaseState.UNSOLVED
+    principal: int | None = None
+    events: list[int] = field(default_factory=list)
+    serd_names: list[str] = field(default_factory=list)
+    suspects: list[dict[str, Any]] = field(default_factory=list)
+    code: str | None = None
+    diag_time_ns: int | None = None
+    flags: CaseFlag = _NO_FLAGS
+    bufs: dict[str, bytes] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    # ---- queries -------------------------------------------------------
+
+    @property
+    def is_unsolved(self) -> bool:
+        """True while the module may still add events and suspects."""
+        return self.state is CaseState.UNSOLVED
+
+    @property
+    def is_solved(self) -> bool:
+        """True once the case was solved (whatever happened after)."""
+        return CaseFlag.SOLVED in self.flags
+
+    @property
+    def is_open(self) -> bool:
+        """True until the case is closed (UNSOLVED or SOLVED)."""
+        return self.state in (CaseState.UNSOLVED, CaseState.SOLVED)
+
+    @property
+    def is_closed(self) -> bool:
+        """True once a close was requested (CLOSE_WAIT or any later state)."""
+        return self.state >= CaseState.CLOSE_WAIT
+
+    @property
+    def dirty(self) -> bool:
+        """True if the case changed since its last checkpoint."""
+        return CaseFlag.DIRTY in self.flags
+
+    def clear_dirty(self) -> None:
+        """Mark the case clean (after the module's checkpoint was written)."""
+        self.flags &= ~CaseFlag.DIRTY
+
+    def mark_dirty(self) -> None:
+        """Mark the case changed (for edits made directly to ``bufs`` or ``data``)."""
+        self.flags |= CaseFlag.DIRTY
+
+    def contains_event(self, event_id: int) -> bool:
+        """Return True if the case references the event (used by replay)."""
+        return event_id in self.events
+
+    def fault_classes(self) -> list[str]:
+        """The sorted, unique classes of the suspects (the dictionary lookup key)."""
+        return sorted({str(s["class"]) for s in self.suspects})
+
+    def allowed(self) -> frozenset[CaseState]:
+        """The states this case may move to next."""
+        return TRANSITIONS[self.state]
+
+    # ---- edits while UNSOLVED -----------------------------------------
+
+    def _require_unsolved(self, action: str) -> None:
+        if self.state is not CaseState.UNSOLVED:
+            raise CaseStateError(
+                f"case {self.uuid}: cannot {action} in state {self.state.name}; "
+                "events and suspects may only be added while the case is UNSOLVED"
+            )
+
+    def add_ereport(self, event_id: int) -> bool:
+        """Add an event to the case; the first one becomes the principal. False if present."""
+        self._require_unsolved(f"add event {event_id}")
+        if self.principal is None:
+            self.principal = event_id
+            self.mark_dirty()
+        if event_id in self.events:
+            return False
+        self.events.append(event_id)
+        self.mark_dirty()
+        return True
+
+    def add_serd(self, name: str, event_ids: Iterable[int]) -> None:
+        """Add the events of a fired SERD engine and remember the engine's name."""
+        self._require_unsolved(f"add SERD engine {name!r}")
+        for event_id in event_ids:
+            self.add_ereport(event_id)
+        if name not in self.serd_names:
+            self.serd_names.append(name)
+            self.mark_dirty()
+
+    def set_principal(self, event_id: int) -> None:
+        """Make ``event_id`` the principal event (adding it to the case if needed)."""
+        self._require_unsolved(f"set principal event {event_id}")
+        self.principal = event_id
+        if event_id not in self.events:
+            self.events.append(event_id)
+        self.mark_dirty()
+
+    def add_suspect(self, suspect: Mapping[str, Any]) -> None:
+        """Append a suspect (a JSON-able fault event dict with a string ``"class"``)."""
+        self._require_unsolved("add a suspect")
+        cls = suspect.get("class")
+        if not isinstance(cls, str) or not cls:
+            raise ProtocolError(
+                f"case {self.uuid}: a suspect needs a non-empty string 'class', got {cls!r}"
+            )
+        self.suspects.append(_json_copy(dict(suspect), f"case {self.uuid}: suspect {cls}"))
+        self.mark_dirty()
+
+    # ---- transitions ---------------------------------------------------
+
+    def _check_transition(self, to: CaseState) -> None:
+        """Raise CaseStateError unless the case may move to ``to`` now."""
+        allowed = TRANSITIONS[self.state]
+        if to not in allowed:
+            raise CaseStateError(
+                f"case {self.uuid}: cannot move from {self.state.name} to {to.name}; "
+                f"allowed from {self.state.name}: {_names(allowed)}"
+            )
+        if to is CaseState.SOLVED and not self.suspects:
+            raise CaseStateError(
+                f"case {self.uuid}: cannot solve a case with no suspects; "
+                "add at least one suspect first, or close the case instead"
+            )
+        if to is CaseState.REPAIRED and not self.is_solved:
+            raise CaseStateError(
+                f"case {self.uuid}: cannot move from {self.state.name} to REPAIRED "
+                "because it was closed without being solved; there is nothing to repair"
+            )
+
+    def transition(self, to: CaseState) -> None:
+        """Move to state ``to``, setting its flags; CaseStateError if not allowed."""
+        self._check_transition(to)
+        if to is CaseState.CLOSE_WAIT and self.is_solved:
+            # Closing a solved case means its faulty resources were isolated.
+            self.flags |= CaseFlag.ISOLATED
+        self.flags |= _STATE_FLAGS.get(to, _NO_FLAGS)
+        self.state = to
+        self.mark_dirty()
+
+    def solve(self, code: str, diag_time_ns: int) -> None:
+        """Record the diagnosis code and time and move UNSOLVED -> SOLVED."""
+        # Checked first so that a refused solve changes nothing.
+        self._check_transition(CaseState.SOLVED)
+        self.code = code
+        self.diag_time_ns = diag_time_ns
+        self.transition(CaseState.SOLVED)
+
+    def close(self) -> None:
+        """Request that the case be closed (-> CLOSE_WAIT)."""
+        self.transition(CaseState.CLOSE_WAIT)
+
+    def repair(self) -> None:
+        """Mark the case's suspects repaired (-> REPAIRED)."""
+        self.transition(CaseState.REPAIRED)
+
+    def resolve(self) -> None:
+        """Mark the case resolved (-> RESOLVED); fmd then discards it."""
+        self.transition(CaseState.RESOLVED)
+
+    # ---- persistence ---------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able record of the case; DIRTY is not saved, bufs are base64."""
+        saved = self.flags & ~CaseFlag.DIRTY
+        return {
+            "uuid": self.uuid,
+            "module": self.module,
+            "state": self.state.name,
+            "open_time_ns": self.open_time_ns,
+            "principal": self.principal,
+            "events": list(self.events),
+            "serd_names": list(self.serd_names),
+            "suspects": _json_copy(self.suspects, f"case {self.uuid}: suspects"),
+            "code": self.code,
+            "diag_time_ns": self.diag_time_ns,
+            "flags": [f.name for f in CaseFlag if f in saved],
+            "bufs": {k: base64.b64encode(v).decode("ascii") for k, v in sorted(self.bufs.items())},
+            "data": _json_copy(self.data, f"case {self.uuid}: module data"),
+        }
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Case:
+        """Rebuild a case from :meth:`to_dict` output; ProtocolError if it is malformed."""
+        uuid = record.get("uuid")
+        if not isinstance(uuid, str) or not uuid:
+            raise ProtocolError(f"case record has no valid uuid: {dict(record)!r}")
+
+        def bad(what: str) -> ProtocolError:
+            return ProtocolError(f"case {uuid}: saved record has an invalid {what}")
+
+        def opt_int(key: str) -> int | None:
+            value = record.get(key)
+            if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+                return value
+            raise bad(key)
+
+        module = record.get("module")
+        if not isinstance(module, str):
+            raise bad("module")
+        try:
+            state = CaseState[str(record.get("state"))]
+        except KeyError:
+            raise bad("state") from None
+        open_time = opt_int("open_time_ns")
+        if open_time is None:
+            raise bad("open_time_ns")
+        events = record.get("events", [])
+        if not isinstance(events, list) or not all(
+            isinstance(e, int) and not isinstance(e, bool) for e in events
+        ):
+            raise bad("events list")
+        serd_names = record.get("serd_names", [])
+        if not isinstance(serd_names, list) or not all(isinstance(s, str) for s in serd_names):
+            raise bad("serd_names list")
+        suspects = record.get("suspects", [])
+        if not isinstance(suspects, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("class"), str) for s in suspects
+        ):
+            raise bad("suspects list")
+        code = record.get("code")
+        if code is not None and not isinstance(code, str):
+            raise bad("code")
+        flags = _NO_FLAGS
+        raw_flags = record.get("flags", [])
+        if not isinstance(raw_flags, list):
+            raise bad("flags list")
+        for name in raw_flags:
+            try:
+                flags |= CaseFlag[str(name)]
+            except KeyError:
+                raise bad(f"flag {name!r}") from None
+        raw_bufs = record.get("bufs", {})
+        if not isinstance(raw_bufs, dict):
+            raise bad("bufs object")
+        bufs: dict[str, bytes] = {}
+        for key, value in raw_bufs.items():
+            try:
+                bufs[str(key)] = base64.b64decode(str(value), validate=True)
+            except (binascii.Error, ValueError):
+                raise bad(f"buffer {key!r}") from None
+        data = record.get("data", {})
+        if not isinstance(data, dict):
+            raise bad("data object")
+        return cls(
+            uuid=uuid,
+            module=module,
+            open_time_ns=open_time,
+            state=state,
+            principal=opt_int("principal"),
+            events=list(dict.fromkeys(events)),
+            serd_names=list(serd_names),
+            suspects=_json_copy(suspects, f"case {uuid}: suspects"),
+            code=code,
+            diag_time_ns=opt_int("diag_time_ns"),
+            flags=flags & ~CaseFlag.DIRTY,
+            bufs=bufs,
+            data=_json_copy(data, f"case {uuid}: module data"),
+        )

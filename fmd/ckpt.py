@@ -1,0 +1,63 @@
+"""Module checkpoints: the write op that persists a module's progress.
+
+A :class:`CheckpointOp` carries everything one module changed during one
+batch of events: its checkpoint document (SERD engines as event references,
+buffers, private data, and ``last_seen``, the last event id it consumed per
+log), the cases it changed, event state changes, new ``list.*`` events and
+resource-cache rows.  The writer applies it in the same transaction in which
+the dispatcher marks the events it covers committed (see
+:mod:`fmd.dispatch`), so a crash can never separate the two.  The new
+``list.*`` events get their fault-log ids here and are dispatched after the
+commit through :attr:`CheckpointOp.published`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from fmd.protocol import ListEvent
+from fmd.store import WriteTxn
+from fmd.store.codec import list_row
+
+log = structlog.get_logger("fmd.ckpt")
+
+
+@dataclass(slots=True)
+class CheckpointOp:
+    module: str
+    last_seen: dict[str, int]
+    doc: str | None
+    cases: list[tuple[dict[str, Any], list[dict[str, Any]], list[int]]]
+    case_deletes: list[str]
+    states: list[tuple[int, int]]
+    list_events: list[ListEvent]
+    resources: list[dict[str, Any]]
+    now_ns: int
+    weight: int = 1
+    published: list[tuple[str, int, ListEvent]] = field(default_factory=list)
+
+    def apply(self, tx: WriteTxn) -> None:
+        if self.doc is not None:
+            tx.save_checkpoint(self.module, self.doc, self.now_ns)
+        for row, suspects, events in self.cases:
+            tx.save_case(row, suspects, events)
+        for uuid in self.case_deletes:
+            tx.delete_case(uuid)
+        tx.advance_states(self.states)
+        self.published = []
+        if self.list_events:
+            first = tx.allocate("fltlog", len(self.list_events))
+            rows = []
+            for i, ev in enumerate(self.list_events):
+                rows.append(list_row(ev, first + i))
+                self.published.append(("fltlog", first + i, ev))
+            tx.insert_fltlog(rows)
+        for r in self.resources:
+            tx.save_resource(r)
+
+    def done(self, error: BaseException | None) -> None:
+        if error is not None:
+            log.error("checkpoint_failed", module=self.module, error=str(error))

@@ -1,0 +1,1 @@
+"""The command-line programs: fmd, fmadm, fmdump, fmstat, fminject."""

@@ -1,0 +1,190 @@
+"""``fminject``: send ereports to the running fmd.
+
+``fminject [-R root] [-n] [-v] [-q] FILE|-`` reads JSON lines (blank lines and
+lines starting with ``#`` are skipped), marks each event injected, sends them
+over the ingest socket with pipelining, and prints an error with the line
+number for every event fmd rejected.  The exit code is 1 if any was rejected.
+``-n`` only checks the input locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+import orjson
+
+from fmd.cli.common import EXIT_ERROR, fail, paths_for, root_option, run_click
+from fmd.errors import EventRejected
+from fmd.protocol import EnaGenerator, ereport_from_json_dict
+
+CONTROL_PREFIX = "resource.fm.fmd."
+
+
+def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    for n, raw in enumerate(fh, start=1):
+        line = raw.rstrip(b"\r\n")
+        if not line.strip() or line.lstrip().startswith(b"#"):
+            continue
+        yield n, line
+
+
+def _prepare(line: bytes) -> bytes:
+    """Mark an event injected (the daemon validates everything else)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return line
+    if (
+        isinstance(obj, dict)
+        and isinstance(obj.get("class"), str)
+        and obj["class"].startswith("ereport.")
+        and "__injected" not in obj
+    ):
+        obj["__injected"] = True
+        return orjson.dumps(obj)
+    return line
+
+
+def _check(line: bytes, gen: EnaGenerator) -> None:
+    """Validate one line as fmd would (for -n)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise EventRejected(f"malformed JSON: {exc}") from None
+    if isinstance(obj, dict) and str(obj.get("class", "")).startswith(CONTROL_PREFIX):
+        return
+    if not isinstance(obj, dict):
+        raise EventRejected("event is not a JSON object")
+    ereport_from_json_dict(obj, now_ns=time.time_ns(), ena_gen=gen)
+
+
+def _connect(path: str, wait: float) -> socket.socket:
+    deadline = time.monotonic() + wait
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return s
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            s.close()
+            if time.monotonic() >= deadline:
+                fail("fminject", f"fmd is not running (no ingest socket at {path}): {exc.strerror}")
+            time.sleep(0.1)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@root_option
+@click.option("-n", "parse_only", is_flag=True, help="Check the input; send nothing.")
+@click.option("-v", "verbose", is_flag=True, help="Print each event and its ENA as it is stored.")
+@click.option("-q", "quiet", is_flag=True, help="Print nothing but errors.")
+@click.option(
+    "--wait",
+    "wait",
+    type=float,
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for fmd to start listening.",
+)
+@click.argument("source", type=click.File("rb"))
+def cli(
+    root: str | None, parse_only: bool, verbose: bool, quiet: bool, wait: float, source: IO[bytes]
+) -> None:
+    """Inject the ereports in SOURCE (a file, or - for standard input) into fmd."""
+    name = getattr(source, "name", "-")
+    name = "<stdin>" if name in ("-", "<stdin>") else str(name)
+    errors = 0
+    if parse_only:
+        gen = EnaGenerator()
+        count = 0
+        for n, line in _lines(source):
+            count += 1
+            try:
+                _check(line, gen)
+            except EventRejected as exc:
+                errors += 1
+                click.echo(f"fminject: {name}:{n}: {exc}", err=True)
+        if not quiet:
+            click.echo(f"fminject: {count - errors} of {count} events are valid")
+        sys.exit(EXIT_ERROR if errors else 0)
+
+    paths = paths_for(root)
+    sock = _connect(str(paths.xprt_socket), wait)
+    sent: list[tuple[int, bytes]] = []
+    lock = threading.Condition()
+    send_error: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            out = []
+            for n, line in _lines(source):
+                with lock:
+                    sent.append((n, line))
+                    lock.notify()
+                out.append(_prepare(line) + b"\n")
+                if len(out) >= 256:
+                    sock.sendall(b"".join(out))
+                    out.clear()
+            if out:
+                sock.sendall(b"".join(out))
+        except OSError as exc:
+            send_error.append(exc)
+        finally:
+            with lock:
+                sent.append((-1, b""))
+                lock.notify()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    rfile = sock.makefile("rb")
+    idx = 0
+    total = 0
+    while True:
+        with lock:
+            while idx >= len(sent):
+                lock.wait()
+            n, line = sent[idx]
+        if n == -1:
+            break
+        idx += 1
+        reply_line = rfile.readline()
+        if not reply_line:
+            fail(
+                "fminject", f"fmd closed the connection after {total} of the events (at {name}:{n})"
+            )
+        reply: dict[str, Any] = orjson.loads(reply_line)
+        total += 1
+        if reply.get("ok"):
+            if verbose:
+                ena = reply.get("ena")
+                click.echo(
+                    f"{name}:{n}: "
+                    + (f"ena=0x{ena:016x} " if ena is not None else "")
+                    + line.decode(errors="replace")
+                )
+        else:
+            errors += 1
+            click.echo(f"fminject: {name}:{n}: {reply.get('error')}", err=True)
+    t.join()
+    sock.close()
+    if send_error:
+        fail("fminject", f"lost the connection to fmd: {send_error[0]}")
+    if not quiet:
+        click.echo(f"fminject: {total - errors} of {total} events accepted")
+    sys.exit(EXIT_ERROR if errors else 0)
+
+
+def main() -> None:
+    run_click(cli, "fminject")
+
+
+if __name__ == "__main__":
+    main()

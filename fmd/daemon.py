@@ -1,0 +1,509 @@
+"""The daemon: start-up (restore, replay), steady state, and clean shutdown.
+
+Start-up follows the reference (§2.5), with the store in place of the
+exacct logs:
+
+1. open the store (migrations), the dictionaries, the clock and the writer;
+2. load the modules (self-diagnosis, entry points, plug-in directories) with
+   their ``.conf`` files, restore each one's checkpoint and open cases, and
+   call ``init``;
+3. **replay**: every uncommitted fault-log and error-log row is dispatched to
+   the modules whose checkpoint has not covered it (each event reaches a
+   module at most once);
+4. start the module threads and wait until the replay is consumed — the
+   transports stay closed until then — then open the control socket and the
+   transports and report readiness.
+
+Shutdown (SIGTERM): close the transports and the control socket, let every
+queue drain and every checkpoint commit, then stop the modules and the writer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy import func, select
+
+from fmd.adm.server import AdmServer
+from fmd.api import Handle, ModuleContext
+from fmd.case import Case
+from fmd.clock import SimulatedClock, make_clock
+from fmd.config import Properties, parse_conf
+from fmd.dictionary import DictionarySet, default_dict_dirs
+from fmd.dispatch import Dispatcher, ModuleGoneOp
+from fmd.errors import ConfigError, FmdError, ModuleError
+from fmd.eventq import EventItem, EventQueue
+from fmd.module import ModuleRunner, ModuleState, Plugin, PluginSource, discover
+from fmd.paths import Paths
+from fmd.protocol import sanitize_authority
+from fmd.selfdiag import SelfDiagnosis
+from fmd.serd import SerdSet
+from fmd.store import Store, queries, schema
+from fmd.store.codec import row_ereport, row_list
+from fmd.timerq import TimerQueue
+from fmd.xprt import Ingest
+from fmd.xprts.file import FileTransport
+from fmd.xprts.socket import SocketTransport
+
+log = structlog.get_logger("fmd.daemon")
+
+VERSION = "1.2"
+
+
+def host_authority() -> tuple[tuple[str, str], ...]:
+    """The authority of this host: product from DMI when readable, server the host name."""
+    product = "unknown"
+    for f in ("/sys/class/dmi/id/product_name",):
+        try:
+            text = Path(f).read_text().strip()
+        except OSError:
+            continue
+        if text:
+            product = text
+    return (
+        ("product-id", sanitize_authority(product)),
+        ("server-id", sanitize_authority(socket.gethostname())),
+    )
+
+
+class PidLock:
+    """An exclusive lock on ``fmd.pid`` so two daemons never share a root."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise FmdError(
+                f"fmd is already running with this root (pid {other}, lock {self.path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                self.path.unlink(missing_ok=True)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+
+class Daemon:
+    """One fmd instance on one root."""
+
+    def __init__(self, paths: Paths, props: Properties) -> None:
+        self.paths = paths
+        self.props = props
+        self.clock = make_clock(props.get_str("clock"))
+        self.runners: dict[str, ModuleRunner] = {}
+        self.load_errors: list[str] = []
+        self.dispatcher = Dispatcher()
+        self._stop = threading.Event()
+        self._cases: dict[str, ModuleRunner] = {}
+        self._cases_lock = threading.Lock()
+        self._transports: list[SocketTransport | FileTransport] = []
+        self._pidlock = PidLock(paths.pid_file)
+        self.started_ns = time.time_ns()
+        self.replayed = 0
+        self.adm: AdmServer | None = None
+
+    # -- start-up ----------------------------------------------------------
+    def start(self) -> None:
+        self.paths.ensure_dirs()
+        self._pidlock.acquire()
+        try:
+            self._start()
+        except BaseException:
+            self._pidlock.release()
+            raise
+
+    def _start(self) -> None:
+        p = self.props
+        self.store = Store(
+            p.get_str("store.url"), db_file=self.paths.db_file, sync=p.get_str("store.sync")
+        )
+        self.dicts = DictionarySet.load([self.paths.dict_dir, *default_dict_dirs()])
+        if self.dicts.get("FMD") is None:
+            raise ConfigError(
+                "the FMD dictionary was not found in "
+                f"{[str(d) for d in [self.paths.dict_dir, *default_dict_dirs()]]}"
+            )
+        self.writer = self.store.writer(
+            max_batch=p.get_int("store.batch"),
+            before_commit=self.dispatcher.before_commit,
+            after_commit=self.dispatcher.after_commit,
+        )
+        self.timers = TimerQueue(self.clock)
+        self.ctx = ModuleContext(
+            clock=self.clock,
+            writer=self.writer,
+            dicts=self.dicts,
+            timers=self.timers,
+            tree=self.dispatcher.tree,
+            authority=host_authority(),
+            case_owner=self._case_owner,
+            register_case=self._register_case,
+            save_checkpoints=p.get_bool("ckpt.save"),
+        )
+        self._load_modules()
+        self._replay()
+        self.writer.start()
+        self.timers.start()
+        for r in self.runners.values():
+            if r.state is ModuleState.LOADING:
+                r.start()
+        if not self.quiesce(300.0):
+            log.warning("replay_slow", note="modules still busy after 300 s; starting anyway")
+        self.adm = AdmServer(self.paths.adm_socket)
+        self._register_adm(self.adm)
+        self.adm.start()
+        self._start_transports()
+        log.info(
+            "fmd_ready",
+            root=str(self.paths.root),
+            version=VERSION,
+            store=self.store.safe_url,
+            modules=sorted(self.runners),
+            replayed=self.replayed,
+            clock=p.get_str("clock"),
+        )
+
+    def _plugin_sources(self) -> list[PluginSource]:
+        dirs = [self.paths.plugin_dir]
+        extra = self.props.get_str("plugin.path")
+        dirs += [Path(d) for d in extra.split(":") if d]
+        found, errors = discover(dirs)
+        for err in errors:
+            self.load_errors.append(str(err))
+            log.error("module_load_failed", error=str(err))
+        return [PluginSource(SelfDiagnosis, "built-in"), *found]
+
+    def _load_modules(self) -> None:
+        disabled = {
+            m.strip() for m in self.props.get_str("modules.disable").split(",") if m.strip()
+        }
+        self_name = self.props.get_str("self.name")
+        with self.store.reader() as conn:
+            docs = queries.load_checkpoints(conn)
+            case_rows = queries.load_cases(conn)
+        cases_by_module: dict[str, list[Case]] = {}
+        for row in case_rows:
+            try:
+                case = Case.from_dict(orjson.loads(row["data"]))
+            except (FmdError, ValueError) as exc:
+                log.error("case_restore_failed", uuid=row["uuid"], error=str(exc))
+                continue
+            cases_by_module.setdefault(case.module, []).append(case)
+        for src in self._plugin_sources():
+            cls = src.cls
+            name = self_name if cls is SelfDiagnosis else cls.name
+            if name in disabled and cls is not SelfDiagnosis:
+                continue
+            if name in self.runners:
+                msg = (
+                    f"plug-in {src.origin}: module name {name!r} is already used by "
+                    f"{self.runners[name].origin}"
+                )
+                self.load_errors.append(msg)
+                log.error("module_load_failed", error=msg)
+                continue
+            runner = self._make_runner(cls, name, src.origin)
+            if runner is None:
+                continue
+            self.runners[name] = runner
+            if cls is SelfDiagnosis:
+                self.dispatcher.selfdiag = runner
+            doc = None
+            if self.props.get_bool("ckpt.restore") and name in docs:
+                try:
+                    doc = orjson.loads(docs[name])
+                except orjson.JSONDecodeError as exc:
+                    log.error("checkpoint_unreadable", module=name, error=str(exc))
+            try:
+                runner.last_seen = runner.handle.restore(doc, cases_by_module.get(name, []))
+            except (FmdError, ValueError, KeyError, TypeError) as exc:
+                log.error("checkpoint_restore_failed", module=name, error=str(exc))
+                runner.handle.serd = SerdSet()
+                runner.last_seen = {"errlog": 0, "fltlog": 0}
+            try:
+                runner.plugin.init(runner.handle)
+            except Exception as exc:
+                runner._fail(exc)
+                continue
+            patterns = list(cls.subscriptions) + list(runner.handle.conf_subscriptions)
+            self.dispatcher.add(runner, patterns)
+
+    def _make_runner(self, cls: type[Plugin], name: str, origin: str) -> ModuleRunner | None:
+        conf_path = self.paths.plugin_conf(name)
+        try:
+            conf = parse_conf(conf_path)
+            props = Properties.build(cls.properties, conf.setprops)
+        except ConfigError as exc:
+            msg = f"module {name}: {exc}"
+            self.load_errors.append(msg)
+            log.error("module_config_invalid", module=name, error=str(exc))
+            return None
+        dictionaries = list(cls.dictionaries) + [d for d, _ in conf.dictionaries]
+        handle = Handle(self.ctx, name, cls.version, props, dictionaries)
+        handle.conf_subscriptions = [p for p, _ in conf.subscriptions]
+        runner = ModuleRunner(
+            cls(),
+            handle,
+            EventQueue(self.props.get_int("client.evqlim")),
+            origin=origin,
+            load_overflow=self._load_overflow,
+            on_failure=self._module_failed,
+        )
+        runner.name = name
+        handle.runner = runner
+        return runner
+
+    def _replay(self) -> None:
+        """Dispatch uncommitted events to the modules that have not seen them."""
+        with self.store.reader() as conn:
+            for log_name, table, decode in (
+                ("fltlog", schema.fltlog, row_list),
+                ("errlog", schema.errlog, row_ereport),
+            ):
+                first = conn.execute(
+                    select(func.min(table.c.id)).where(table.c.committed.is_(False))
+                ).scalar()
+                last = self.writer.last_id(log_name)
+                self.dispatcher.set_committed(log_name, (first - 1) if first else last)
+                decoder: Callable[[Any], Any] = decode
+                for row in queries.uncommitted(conn, log_name):
+                    try:
+                        ev = decoder(row)
+                    except Exception as exc:
+                        log.error("replay_decode_failed", log=log_name, id=row.id, error=str(exc))
+                        continue
+                    self.dispatcher.dispatch(log_name, row.id, ev, replay=True)
+                    self.replayed += 1
+        if self.replayed:
+            log.info(
+                "replay_queued", events=self.replayed, partials=self.dispatcher.stats["partials"]
+            )
+
+    def _start_transports(self) -> None:
+        p = self.props
+        ingest = Ingest(
+            submit=self.writer.submit,
+            clock=self.clock,
+            kick_timers=self.timers.kick,
+            max_line=p.get_size("xprt.maxline"),
+            err_limit=p.get_int("log.errlimit"),
+            err_window_ns=p.get_time_ns("log.errwindow"),
+        )
+        self.ingest = ingest
+        with self.store.reader() as conn:
+            offsets = queries.load_offsets(conn)
+        for f in [x.strip() for x in p.get_str("xprt.file").split(",") if x.strip()]:
+            path = Path(f) if os.path.isabs(f) else self.paths.root / f
+            t = FileTransport(ingest, path, offsets.get(f"file:{path}"))
+            t.start()
+            self._transports.append(t)
+        if p.get_bool("xprt.socket"):
+            s = SocketTransport(
+                ingest,
+                self.paths.xprt_socket,
+                rate=p.get_int("xprt.rate"),
+                burst=p.get_int("xprt.burst"),
+            )
+            s.start()
+            self._transports.append(s)
+
+    # -- cases across modules -----------------------------------------------
+    def _register_case(self, uuid: str, runner: ModuleRunner | None) -> None:
+        with self._cases_lock:
+            if runner is None:
+                self._cases.pop(uuid, None)
+            else:
+                self._cases[uuid] = runner
+
+    def _case_owner(self, uuid: str) -> ModuleRunner | None:
+        with self._cases_lock:
+            return self._cases.get(uuid)
+
+    # -- module failure and overflow ---------------------------------------
+    def _module_failed(self, runner: ModuleRunner, exc: BaseException) -> None:
+        self.dispatcher.remove(runner)
+        self.writer.submit(ModuleGoneOp(runner.name))
+        sd = self.dispatcher.selfdiag
+        if sd is not None and sd is not runner and sd.active:
+            plugin = sd.plugin
+            assert isinstance(plugin, SelfDiagnosis)
+            sd.call(
+                lambda: plugin.module_failed(
+                    sd.handle, runner.name, runner.version, runner.error or ""
+                )
+            )
+        if self.props.get_str("client.error") == "stop":
+            log.error("fmd_stopping", reason=f"module {runner.name} failed and client.error=stop")
+            self.request_stop()
+
+    def _load_overflow(self, refs: list[tuple[str, int]]) -> list[EventItem]:
+        out: list[EventItem] = []
+        with self.store.reader() as conn:
+            err_ids = [i for log_name, i in refs if log_name == "errlog"]
+            flt_ids = [i for log_name, i in refs if log_name == "fltlog"]
+            errs = {r.id: row_ereport(r) for r in queries.events_by_id(conn, err_ids)}
+            flts: dict[int, Any] = {}
+            if flt_ids:
+                t = schema.fltlog
+                for r in conn.execute(select(t).where(t.c.id.in_(flt_ids))):
+                    flts[r.id] = row_list(r)
+        for log_name, i in refs:
+            ev = errs.get(i) if log_name == "errlog" else flts.get(i)
+            if ev is not None:
+                out.append(EventItem(log_name, i, ev))
+        return out
+
+    # -- steady state and shutdown ----------------------------------------
+    def quiesce(self, timeout: float = 60.0) -> bool:
+        """Wait until every queue is empty and every checkpoint is committed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for r in list(self.runners.values()):
+                left = max(0.0, deadline - time.monotonic())
+                if not r.queue.wait_idle(left):
+                    return False
+            self.writer.call(lambda tx: None, timeout=max(1.0, deadline - time.monotonic()))
+            if all(len(r.queue) == 0 and not r.queue.busy for r in self.runners.values()):
+                return True
+        return False
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def wait(self) -> None:
+        while not self._stop.wait(1.0):
+            pass
+
+    def shutdown(self) -> None:
+        log.info("fmd_stopping", reason="shutdown requested")
+        for t in self._transports:
+            t.stop()
+        if self.adm is not None:
+            self.adm.stop()
+        self.quiesce(60.0)
+        self.timers.stop()
+        for r in self.runners.values():
+            r.stop()
+        self.writer.stop()
+        self.store.close()
+        self._pidlock.release()
+        log.info("fmd_stopped")
+
+    # -- control requests ----------------------------------------------------
+    def _register_adm(self, adm: AdmServer) -> None:
+        adm.register(
+            "ping",
+            lambda req: {"pid": os.getpid(), "version": VERSION, "root": str(self.paths.root)},
+        )
+        adm.register("config", lambda req: self.module_list())
+        adm.register("stats", lambda req: self.stats())
+        adm.register("module.stats", self._module_stats)
+        adm.register("serd", self._serd)
+        adm.register("quiesce", lambda req: self.quiesce(float(req.get("timeout", 60))))
+
+    def module_list(self) -> dict[str, Any]:
+        mods = [
+            {
+                "name": r.name,
+                "version": r.version,
+                "status": str(r.state.value),
+                "description": r.description,
+                "origin": r.origin,
+                "error": r.error,
+            }
+            for r in sorted(self.runners.values(), key=lambda r: r.name)
+        ]
+        return {"modules": mods, "load_errors": list(self.load_errors)}
+
+    def _runner(self, req: dict[str, Any]) -> ModuleRunner:
+        name = req.get("module")
+        runner = self.runners.get(str(name))
+        if runner is None:
+            raise ModuleError(f"no module named {name!r}; see 'fmadm config'")
+        return runner
+
+    def _module_stats(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        r = self._runner(req)
+        out = [
+            {"name": s.name, "value": s.value, "description": s.description}
+            for s in r.handle.stats()
+        ]
+        return out
+
+    def _serd(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        r = self._runner(req)
+
+        def snapshot() -> list[dict[str, Any]]:
+            now = self.clock.now_ns()
+            out = []
+            for eng in r.handle.serd:
+                newest = eng.events[-1].time_ns if eng.events else None
+                out.append(
+                    {
+                        "name": eng.name,
+                        "n": eng.n,
+                        "t": eng.t_ns,
+                        "count": eng.count,
+                        "fired": eng.fired,
+                        "delta": (now - eng.events[0].time_ns) if eng.events else 0,
+                        "newest": newest,
+                    }
+                )
+            return out
+
+        if r.active:
+            result: list[dict[str, Any]] = r.call(snapshot, wait=30.0)
+            return result
+        return snapshot()
+
+    def stats(self) -> dict[str, Any]:
+        mods = []
+        for r in sorted(self.runners.values(), key=lambda r: r.name):
+            mods.append(
+                {
+                    "name": r.name,
+                    "status": str(r.state.value),
+                    "ev_recv": r.stats["ev_recv"],
+                    "ev_acpt": r.handle.accepted,
+                    "queue": len(r.queue),
+                    "wait_ns": r.queue.wait_ns,
+                    "busy_ns": r.stats["busy_ns"],
+                    "open": len(r.handle.cases()),
+                    "opened": r.handle.cases_opened,
+                    "solved": r.handle.cases_solved,
+                    "bufsz": r.handle.buf_size(),
+                    "overflowed": r.queue.stats["overflowed"],
+                }
+            )
+        xprts = [t.as_dict() for t in self.ingest.transports.values()]
+        return {
+            "uptime_ns": time.time_ns() - self.started_ns,
+            "clock": self.clock.now_ns(),
+            "simulated": isinstance(self.clock, SimulatedClock),
+            "writer": dict(self.writer.stats),
+            "dispatch": dict(self.dispatcher.stats),
+            "modules": mods,
+            "transports": xprts,
+        }

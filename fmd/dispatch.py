@@ -1,0 +1,154 @@
+"""Dispatch of committed events to modules, and the commit frontier.
+
+The dispatcher runs on the writer thread, right after the transaction that
+stored an event commits.  It matches the event's class (and, for
+``list.suspect|repaired|updated``, its fault-list classes) against every
+module's subscriptions and queues it once per matching module; an event that
+nobody wants goes to self-diagnosis.
+
+Commit rule (the replacement for illumos' RFMA→FMA tag rewrite): an event is
+*committed* once every module it was queued to has checkpointed past it.
+For each module and log the dispatcher remembers the ids queued but not yet
+covered by a checkpoint; the frontier of a log is one below the smallest such
+id over all modules.  In every writer transaction, :meth:`before_commit`
+counts the checkpoints of that same transaction and marks the ids up to the
+new frontier committed, so module state and the commit mark land atomically.
+At start-up, uncommitted rows are replayed only to modules whose checkpoint
+has not covered them, so each event reaches a module at most once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fmd.dispq import SubscriptionTree
+from fmd.eventq import EventItem
+from fmd.protocol import Ereport, ListEvent
+from fmd.store import WriteOp, WriteTxn
+
+if TYPE_CHECKING:
+    from fmd.module import ModuleRunner
+
+LOGS = ("errlog", "fltlog")
+_ALL = 1 << 62
+
+
+@dataclass(slots=True)
+class ModuleGoneOp:
+    """Releases everything queued to a module that failed or was unloaded."""
+
+    module: str
+    weight: int = 0
+
+    def apply(self, tx: WriteTxn) -> None:
+        return None
+
+    def done(self, error: BaseException | None) -> None:
+        return None
+
+
+class Dispatcher:
+    def __init__(self) -> None:
+        self.tree: SubscriptionTree[ModuleRunner] = SubscriptionTree()
+        self.selfdiag: ModuleRunner | None = None
+        self._pending: dict[str, dict[str, deque[int]]] = {}
+        self.dispatched_max = dict.fromkeys(LOGS, 0)
+        self.committed_upto = dict.fromkeys(LOGS, 0)
+        self._staged: tuple[dict[str, dict[str, int]], dict[str, int]] | None = None
+        self.stats = {"dispatched": 0, "nosub": 0, "replayed": 0, "partials": 0}
+
+    # -- membership ------------------------------------------------------
+    def add(self, runner: ModuleRunner, patterns: Sequence[str]) -> None:
+        self._pending.setdefault(runner.name, {log: deque() for log in LOGS})
+        for p in patterns:
+            self.tree.subscribe(p, runner)
+
+    def remove(self, runner: ModuleRunner) -> None:
+        self.tree.unsubscribe_all(runner)
+
+    def pending_count(self, module: str) -> int:
+        logs = self._pending.get(module)
+        return sum(len(d) for d in logs.values()) if logs else 0
+
+    # -- dispatch --------------------------------------------------------
+    def targets(self, event: Ereport | ListEvent) -> list[ModuleRunner]:
+        if isinstance(event, ListEvent):
+            found = self.tree.match_event(event.cls, [s.cls for s in event.fault_list])
+        else:
+            found = self.tree.match(event.cls)
+        out = [r for r in found if r.active]
+        if not out and self.selfdiag is not None and self.selfdiag.active:
+            self.stats["nosub"] += 1
+            out = [self.selfdiag]
+        return out
+
+    def dispatch(
+        self, log: str, event_id: int, event: Ereport | ListEvent, *, replay: bool = False
+    ) -> int:
+        """Queue a committed event to its modules; return how many got it."""
+        n = 0
+        for runner in self.targets(event):
+            if replay and runner.last_seen[log] >= event_id:
+                self.stats["partials"] += 1
+                continue
+            self._pending[runner.name][log].append(event_id)
+            runner.queue.put_event(EventItem(log, event_id, event))
+            n += 1
+        if event_id > self.dispatched_max[log]:
+            self.dispatched_max[log] = event_id
+        self.stats["dispatched"] += n
+        if replay and n:
+            self.stats["replayed"] += 1
+        return n
+
+    def set_committed(self, log: str, upto: int) -> None:
+        """Start-up: every id <= ``upto`` is already committed."""
+        self.committed_upto[log] = upto
+        self.dispatched_max[log] = max(self.dispatched_max[log], upto)
+
+    # -- writer hooks ----------------------------------------------------
+    def before_commit(self, tx: WriteTxn, batch: Sequence[WriteOp]) -> None:
+        progress: dict[str, dict[str, int]] = {}
+        for op in batch:
+            seen: dict[str, int] | None = getattr(op, "last_seen", None)
+            if seen is not None:
+                mine = progress.setdefault(op.module, {})  # type: ignore[attr-defined]
+                for log, upto in seen.items():
+                    mine[log] = max(mine.get(log, 0), upto)
+            elif isinstance(op, ModuleGoneOp):
+                progress[op.module] = dict.fromkeys(LOGS, _ALL)
+        upto_now: dict[str, int] = {}
+        for log in LOGS:
+            frontier = self.dispatched_max[log]
+            for name, logs in self._pending.items():
+                covered = progress.get(name, {}).get(log, 0)
+                for eid in logs[log]:
+                    if eid > covered:
+                        frontier = min(frontier, eid - 1)
+                        break
+            if frontier > self.committed_upto[log]:
+                tx.commit_range(log, self.committed_upto[log], frontier)
+                upto_now[log] = frontier
+        self._staged = (progress, upto_now)
+
+    def after_commit(self, batch: Sequence[WriteOp]) -> None:
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            progress, upto_now = staged
+            for name, logs in progress.items():
+                pend = self._pending.get(name)
+                if pend is None:
+                    continue
+                for log, covered in logs.items():
+                    dq = pend[log]
+                    while dq and dq[0] <= covered:
+                        dq.popleft()
+            self.committed_upto.update(upto_now)
+        for op in batch:
+            publish: Any = getattr(op, "published", None)
+            if publish:
+                for log, eid, ev in publish:
+                    self.dispatch(log, eid, ev)

@@ -1,0 +1,149 @@
+"""Per-module event queues.
+
+Each module owns one :class:`EventQueue`, filled by the dispatcher (on the
+writer thread) and drained by the module's own thread, so a slow module never
+stalls ingest.  Items are kept in dispatch order; timeouts and control calls go
+to the head, as in the reference (a timer must not wait behind a backlog).
+
+When a queue holds ``limit`` items, further events are not kept in memory:
+only their ``(log, id)`` references are remembered in an overflow list, and the
+module thread re-reads those events from the store once it has caught up.
+Memory stays bounded and nothing is lost, because an event is committed only
+after every module it was dispatched to has checkpointed past it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class EventItem:
+    """An event for the module: ``log`` is ``errlog`` or ``fltlog``."""
+
+    log: str
+    id: int
+    event: Any
+
+
+@dataclass(slots=True)
+class TimeoutItem:
+    timer_id: int
+    arg: Any
+
+
+@dataclass(slots=True)
+class CallItem:
+    """Run ``fn`` on the module's thread (case operations asked by others)."""
+
+    fn: Any
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+Item = EventItem | TimeoutItem | CallItem
+
+
+class EventQueue:
+    """A bounded FIFO with an overflow list of event references."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = max(1, limit)
+        self._items: deque[Item] = deque()
+        self._overflow: deque[tuple[str, int]] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.busy = False
+        self.stats = {"enqueued": 0, "overflowed": 0, "max_len": 0}
+        self.wait_ns = 0  # total time events waited in the queue (fmstat svc_t)
+        self._enq_times: deque[int] = deque()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items) + len(self._overflow)
+
+    def put_event(self, item: EventItem) -> None:
+        """Append an event, or only its reference once the queue is full."""
+        with self._cond:
+            if self._overflow or len(self._items) >= self._limit:
+                self._overflow.append((item.log, item.id))
+                self.stats["overflowed"] += 1
+            else:
+                self._items.append(item)
+                self._enq_times.append(time.monotonic_ns())
+            self.stats["enqueued"] += 1
+            n = len(self._items) + len(self._overflow)
+            if n > self.stats["max_len"]:
+                self.stats["max_len"] = n
+            self._cond.notify()
+
+    def put_front(self, item: TimeoutItem | CallItem) -> None:
+        with self._cond:
+            self._items.appendleft(item)
+            self._enq_times.appendleft(time.monotonic_ns())
+            self._cond.notify()
+
+    def get_batch(self, max_items: int, timeout: float | None = None) -> list[Item] | None:
+        """Up to ``max_items`` items; ``[]`` on timeout; None once closed and empty."""
+        with self._cond:
+            while not self._items and not self._overflow:
+                if self._closed:
+                    return None
+                if not self._cond.wait(timeout):
+                    return []
+            out: list[Item] = []
+            now = time.monotonic_ns()
+            while self._items and len(out) < max_items:
+                out.append(self._items.popleft())
+                self.wait_ns += now - self._enq_times.popleft()
+            self.busy = True
+            return out
+
+    def take_overflow(self, max_refs: int) -> list[tuple[str, int]]:
+        """References to re-read from the store, taken only when the queue is empty."""
+        with self._cond:
+            if self._items:
+                return []
+            out: list[tuple[str, int]] = []
+            while self._overflow and len(out) < max_refs:
+                out.append(self._overflow.popleft())
+            return out
+
+    def idle(self) -> None:
+        with self._cond:
+            self.busy = False
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the queue is empty and its module is not processing."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._items or self._overflow or self.busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def drop_all(self) -> None:
+        """Forget every queued item (the module failed or was unloaded)."""
+        with self._cond:
+            for item in self._items:
+                if isinstance(item, CallItem):
+                    item.error = RuntimeError("the module is no longer running")
+                    item.done.set()
+            self._items.clear()
+            self._enq_times.clear()
+            self._overflow.clear()
+            self.busy = False
+            self._cond.notify_all()

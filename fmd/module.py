@@ -1,0 +1,321 @@
+"""Modules: the plug-in contract, loading and validation, and each module's
+thread with its failure boundary.
+
+A module is a subclass of :class:`Plugin`.  Built-in and third-party modules
+are found the same way, through the ``fmd.modules`` entry-point group, plus
+``*.py`` files in the plug-in directories (``<root>/usr/lib/fm/fmd/plugins``
+and ``plugin.path``).  Each is validated when it loads, with a message naming
+the plug-in, what was expected and what was found.
+
+Life of a module (:class:`ModuleState`)::
+
+    LOADING --init ok--> ACTIVE --recv/timeout/close raised--> FAILED
+       |                   |
+       +--init raised--> FAILED          ACTIVE --fmadm unload/shutdown--> UNLOADED
+
+A module runs on its own thread, draining its :class:`~fmd.eventq.EventQueue`
+in batches.  After each batch it checkpoints (SERD engines, buffers, cases,
+progress) through the writer.  An exception from module code marks the module
+FAILED: its queue is dropped, its subscriptions removed, self-diagnosis opens
+a ``defect.sunos.fmd.module`` case, and the daemon goes on.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import inspect
+import re
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+
+from fmd.config import PropSpec
+from fmd.errors import ModuleError
+from fmd.eventq import CallItem, EventItem, EventQueue, Item, TimeoutItem
+from fmd.protocol import ProtocolError, validate_pattern
+
+if TYPE_CHECKING:
+    from fmd.api import Handle
+    from fmd.case import Case
+
+log = structlog.get_logger("fmd.module")
+
+ENTRY_POINT_GROUP = "fmd.modules"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+class Plugin:
+    """Base class of every fmd module.  Override what you need.
+
+    Class attributes describe the module; ``subscriptions`` are added to the
+    ``subscribe`` lines of its ``etc/fmd/plugins/<name>.conf``, and
+    ``properties`` is its typed property table (``setprop`` lines override the
+    defaults).  ``dictionaries`` names the fault dictionaries its codes come
+    from.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1.0"
+    description: ClassVar[str] = ""
+    subscriptions: ClassVar[tuple[str, ...]] = ()
+    properties: ClassVar[tuple[PropSpec, ...]] = ()
+    dictionaries: ClassVar[tuple[str, ...]] = ()
+
+    def init(self, hdl: Handle) -> None:
+        """Called once after the module's state has been restored."""
+
+    def recv(self, hdl: Handle, event: Any) -> None:
+        """An event (an :class:`~fmd.protocol.Ereport` or a ``ListEvent``) arrived."""
+
+    def timeout(self, hdl: Handle, timer_id: int, arg: Any) -> None:
+        """A timer installed with ``hdl.timer_install`` expired."""
+
+    def close(self, hdl: Handle, case: Case) -> None:
+        """One of the module's cases is being closed."""
+
+    def fini(self, hdl: Handle) -> None:
+        """The module is being unloaded or fmd is shutting down."""
+
+
+class ModuleState(enum.StrEnum):
+    LOADING = "loading"
+    ACTIVE = "active"
+    FAILED = "failed"
+    UNLOADED = "unloaded"
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSource:
+    """Where a plug-in class came from (for messages and ``fmadm config``)."""
+
+    cls: type[Plugin]
+    origin: str
+
+
+def validate_plugin(cls: object, origin: str) -> type[Plugin]:
+    """Check a candidate plug-in class; raise ModuleError saying what is wrong."""
+    if not (inspect.isclass(cls) and issubclass(cls, Plugin)):
+        raise ModuleError(
+            f"plug-in {origin}: expected a subclass of fmd.module.Plugin, found {cls!r}"
+        )
+    if not isinstance(cls.name, str) or not _NAME_RE.match(cls.name):
+        raise ModuleError(
+            f"plug-in {origin}: expected 'name' to be a lower-case module name "
+            f"([a-z][a-z0-9_-]*), found {cls.name!r}"
+        )
+    if not isinstance(cls.version, str) or not cls.version:
+        raise ModuleError(
+            f"plug-in {origin}: expected a non-empty 'version' string, found {cls.version!r}"
+        )
+    for p in cls.subscriptions:
+        try:
+            validate_pattern(p)
+        except ProtocolError as exc:
+            raise ModuleError(f"plug-in {origin}: bad subscription {p!r}: {exc}") from exc
+    for spec in cls.properties:
+        if not isinstance(spec, PropSpec):
+            raise ModuleError(
+                f"plug-in {origin}: expected 'properties' to hold PropSpec items, found {spec!r}"
+            )
+    return cls
+
+
+def _plugins_in_module(mod: Any, origin: str) -> list[type[Plugin]]:
+    explicit = getattr(mod, "fmd_module", None)
+    if explicit is not None:
+        return [validate_plugin(explicit, origin)]
+    found = [
+        obj
+        for obj in vars(mod).values()
+        if inspect.isclass(obj)
+        and issubclass(obj, Plugin)
+        and obj is not Plugin
+        and obj.__module__ == mod.__name__
+    ]
+    if len(found) != 1:
+        raise ModuleError(
+            f"plug-in {origin}: expected exactly one Plugin subclass (or a 'fmd_module' "
+            f"attribute), found {len(found)}"
+        )
+    return [validate_plugin(found[0], origin)]
+
+
+def load_file(path: Path) -> PluginSource:
+    """Import a plug-in from a ``.py`` file."""
+    modname = f"fmd_plugin_{path.stem.replace('-', '_')}"
+    spec = importlib.util.spec_from_file_location(modname, path)
+    if spec is None or spec.loader is None:
+        raise ModuleError(f"plug-in {path}: cannot be imported as a Python module")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:
+        sys.modules.pop(modname, None)
+        raise ModuleError(f"plug-in {path}: import failed: {exc}") from exc
+    return PluginSource(_plugins_in_module(mod, str(path))[0], str(path))
+
+
+def discover(plugin_dirs: Iterable[Path]) -> tuple[list[PluginSource], list[ModuleError]]:
+    """Every plug-in from entry points and plug-in directories, and the load errors."""
+    found: list[PluginSource] = []
+    errors: list[ModuleError] = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        origin = f"entry point {ep.name} = {ep.value}"
+        try:
+            found.append(PluginSource(validate_plugin(ep.load(), origin), origin))
+        except ModuleError as exc:
+            errors.append(exc)
+        except Exception as exc:
+            errors.append(ModuleError(f"plug-in {origin}: import failed: {exc}"))
+    for d in plugin_dirs:
+        if not d.is_dir():
+            continue
+        for path in sorted(d.glob("*.py")):
+            try:
+                found.append(load_file(path))
+            except ModuleError as exc:
+                errors.append(exc)
+    return found, errors
+
+
+class ModuleRunner:
+    """One loaded module: its plug-in instance, handle, queue and thread."""
+
+    def __init__(
+        self,
+        plugin: Plugin,
+        handle: Handle,
+        queue: EventQueue,
+        *,
+        origin: str,
+        load_overflow: Callable[[list[tuple[str, int]]], list[EventItem]],
+        on_failure: Callable[[ModuleRunner, BaseException], None],
+        batch: int = 256,
+    ) -> None:
+        self.plugin = plugin
+        self.handle = handle
+        self.queue = queue
+        self.origin = origin
+        self.name = type(plugin).name
+        self.version = type(plugin).version
+        self.description = type(plugin).description
+        self.state = ModuleState.LOADING
+        self.error: str | None = None
+        self.last_seen: dict[str, int] = {"errlog": 0, "fltlog": 0}
+        self._load_overflow = load_overflow
+        self._on_failure = on_failure
+        self._batch = batch
+        self._thread: threading.Thread | None = None
+        self.stats = {"ev_recv": 0, "ev_acpt": 0, "svc_ns": 0, "busy_ns": 0}
+        self.started_ns = time.monotonic_ns()
+
+    @property
+    def active(self) -> bool:
+        return self.state is ModuleState.ACTIVE
+
+    def start(self) -> None:
+        self.state = ModuleState.ACTIVE
+        self._thread = threading.Thread(target=self._run, name=f"fmd-mod-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.queue.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.state is ModuleState.ACTIVE:
+            self.state = ModuleState.UNLOADED
+            self._guard(lambda: self.plugin.fini(self.handle))
+
+    def call(self, fn: Callable[[], Any], wait: float | None = None) -> Any:
+        """Run ``fn`` on the module's thread; wait for its result if ``wait`` is given."""
+        item = CallItem(fn)
+        self.queue.put_front(item)
+        if wait is None:
+            return None
+        if not item.done.wait(wait):
+            raise ModuleError(f"module {self.name} did not answer within {wait} s")
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def post_timeout(self, timer_id: int, arg: Any) -> None:
+        if self.active:
+            self.queue.put_front(TimeoutItem(timer_id, arg))
+
+    # -- the thread --------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            items: list[Item] | None = self.queue.get_batch(self._batch)
+            if items is None:
+                return
+            if not items:
+                refs = self.queue.take_overflow(self._batch)
+                items = list(self._load_overflow(refs)) if refs else []
+            if not self.active:
+                self.queue.idle()
+                continue
+            t0 = time.monotonic_ns()
+            try:
+                for item in items:
+                    self._handle(item)
+                self.handle.checkpoint(dict(self.last_seen))
+            except Exception as exc:
+                self._fail(exc)
+            finally:
+                self.stats["busy_ns"] += time.monotonic_ns() - t0
+                self.queue.idle()
+
+    def _handle(self, item: Item) -> None:
+        if isinstance(item, EventItem):
+            self.stats["ev_recv"] += 1
+            self.handle.begin_event(item)
+            try:
+                self.plugin.recv(self.handle, item.event)
+            finally:
+                self.handle.end_event()
+            if item.id > self.last_seen[item.log]:
+                self.last_seen[item.log] = item.id
+        elif isinstance(item, TimeoutItem):
+            if self.handle.timer_fired(item.timer_id):
+                self.plugin.timeout(self.handle, item.timer_id, item.arg)
+        else:
+            try:
+                item.result = item.fn()
+            except Exception as exc:
+                item.error = exc
+                if not isinstance(exc, ModuleError):
+                    raise
+            finally:
+                item.done.set()
+
+    def _guard(self, fn: Callable[[], None]) -> bool:
+        try:
+            fn()
+        except Exception as exc:
+            self._fail(exc)
+            return False
+        return True
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.state is ModuleState.FAILED:
+            return
+        self.state = ModuleState.FAILED
+        self.error = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "module_failed",
+            module=self.name,
+            error=self.error,
+            traceback="".join(traceback.format_exception(exc)),
+        )
+        self.queue.drop_all()
+        self._on_failure(self, exc)

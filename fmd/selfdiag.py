@@ -1,0 +1,72 @@
+"""fmd-self-diagnosis: the module that diagnoses fmd itself.
+
+It receives every event no other module subscribes to, and the failures of
+modules.  As in the reference (§12):
+
+* an unsubscribed class opens **one case per class**, solved at once with the
+  suspect ``defect.sunos.fmd.nosub`` (FMD-8000-0W); later events of that class
+  join the same case while it is open;
+* a failed module opens a case with ``defect.sunos.fmd.module``
+  (FMD-8000-2K) naming the module (``fmd:///module/NAME``);
+* ``list.*``, ``ereport.fm.fmd.*``, ``resource.fm.*`` and
+  ``resource.sysevent.*`` are dropped silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fmd.api import Handle
+from fmd.module import Plugin
+from fmd.protocol import Ereport, FmdFmri
+
+_SILENT = ("list.", "ereport.fm.fmd.", "resource.fm.", "resource.sysevent.", "ereport.io.ddi.")
+
+
+class SelfDiagnosis(Plugin):
+    name = "fmd-self-diagnosis"
+    version = "1.0"
+    description = "Fault Manager Self-Diagnosis"
+    dictionaries = ("FMD",)
+
+    def init(self, hdl: Handle) -> None:
+        hdl.stat("nosub", "events with no subscriber")
+        hdl.stat("module", "module failures diagnosed")
+        hdl.stat("dropped", "events dropped silently")
+
+    def recv(self, hdl: Handle, event: Any) -> None:
+        cls: str = event.cls
+        if cls.startswith(_SILENT) or not isinstance(event, Ereport):
+            hdl.stat("dropped").incr()
+            return
+        hdl.stat("nosub").incr()
+        by_class: dict[str, str] = hdl.specific.setdefault("nosub", {})
+        uuid = by_class.get(cls)
+        case = hdl.case_get(uuid) if uuid else None
+        if case is not None and case.is_unsolved:
+            hdl.case_add_ereport(case, event)
+            return
+        if case is not None:
+            # The case for this class is already diagnosed: the event joins no
+            # new case, so operators see one defect per class.
+            return
+        case = hdl.case_open({"class": cls})
+        hdl.case_add_ereport(case, event)
+        fmri = FmdFmri(mod_name=hdl.name, mod_version=hdl.version)
+        hdl.case_add_suspect(
+            case,
+            hdl.create_fault("defect.sunos.fmd.nosub", 100, asru=fmri, fru=fmri, resource=fmri),
+        )
+        hdl.case_solve(case)
+        by_class[cls] = case.uuid
+
+    def module_failed(self, hdl: Handle, module: str, version: str, error: str) -> None:
+        """Open and solve a ``defect.sunos.fmd.module`` case for a failed module."""
+        hdl.stat("module").incr()
+        case = hdl.case_open({"module": module, "error": error})
+        fmri = FmdFmri(mod_name=module, mod_version=version)
+        hdl.case_add_suspect(
+            case,
+            hdl.create_fault("defect.sunos.fmd.module", 100, asru=fmri, fru=fmri, resource=fmri),
+        )
+        hdl.case_solve(case)

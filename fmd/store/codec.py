@@ -1,0 +1,62 @@
+"""Conversion between events and database rows (errlog and fltlog)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from fmd.protocol import Ereport, ListEvent, parse_fmri_cached
+from fmd.store import schema
+
+
+def ereport_row(ev: Ereport, *, recv_ns: int, xprt: str) -> dict[str, Any]:
+    """The errlog row of an ereport (``ev.id`` must be set)."""
+    return {
+        "id": ev.id,
+        "time_ns": ev.time_ns,
+        "recv_ns": recv_ns,
+        "ena": schema.ena_to_db(ev.ena),
+        "class": ev.cls,
+        "detector": ev.detector_str,
+        "payload": orjson.dumps(ev.payload).decode(),
+        "state": schema.STATE_RECEIVED,
+        "committed": False,
+        "injected": ev.injected,
+        "xprt": xprt,
+    }
+
+
+def row_ereport(row: Any) -> Ereport:
+    """Rebuild an ereport from its errlog row."""
+    m = row._mapping
+    det = m["detector"]
+    return Ereport(
+        cls=m["class"],
+        ena=schema.ena_from_db(m["ena"]),
+        time_ns=m["time_ns"],
+        detector=parse_fmri_cached(det) if det else None,
+        detector_str=det,
+        payload=orjson.loads(m["payload"]),
+        injected=bool(m["injected"]),
+        id=m["id"],
+    )
+
+
+def list_row(ev: ListEvent, event_id: int) -> dict[str, Any]:
+    """The fltlog row of a list event."""
+    return {
+        "id": event_id,
+        "time_ns": ev.diag_time_ns,
+        "class": ev.cls,
+        "uuid": ev.uuid,
+        "code": ev.code,
+        "payload": orjson.dumps(ev.to_json_dict()).decode(),
+        "committed": False,
+        "injected": ev.injected,
+    }
+
+
+def row_list(row: Any) -> ListEvent:
+    """Rebuild a list event from its fltlog row."""
+    return ListEvent.from_json_dict(orjson.loads(row._mapping["payload"]))

@@ -1,0 +1,59 @@
+"""Named, ordered schema migrations, recorded in ``fmd_migrations``.
+
+Each migration is a name and a function run inside one transaction; a
+database records the names it has applied, so opening a store applies only
+what is missing, in order.  A database that records a migration this version
+of fmd does not know was written by a newer fmd and is refused.  New
+migrations are appended to :data:`MIGRATIONS` and never edited once released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from sqlalchemy import Connection, Engine, insert, select
+
+from fmd.errors import StoreError
+from fmd.store import schema
+
+
+class Migration(NamedTuple):
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _initial(conn: Connection) -> None:
+    tables = [t for t in schema.metadata.sorted_tables if t.name != schema.migrations.name]
+    schema.metadata.create_all(conn, tables=tables)
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration("0001_initial", _initial),)
+
+
+def applied(conn: Connection) -> list[str]:
+    """Names of the migrations recorded in the database, oldest first."""
+    rows = conn.execute(select(schema.migrations.c.name).order_by(schema.migrations.c.name)).all()
+    return [r[0] for r in rows]
+
+
+def migrate(engine: Engine, now_ns: int) -> list[str]:
+    """Apply every missing migration; return the names applied now."""
+    schema.migrations.create(engine, checkfirst=True)
+    done_now: list[str] = []
+    with engine.begin() as conn:
+        have = set(applied(conn))
+        known = {m.name for m in MIGRATIONS}
+        unknown = sorted(have - known)
+        if unknown:
+            raise StoreError(
+                f"the database was written by a newer fmd (unknown migrations: "
+                f"{', '.join(unknown)}); upgrade fmd or point store.url elsewhere"
+            )
+        for m in MIGRATIONS:
+            if m.name in have:
+                continue
+            m.apply(conn)
+            conn.execute(insert(schema.migrations).values(name=m.name, applied_ns=now_ns))
+            done_now.append(m.name)
+    return done_now

@@ -1,0 +1,178 @@
+"""The database tables of fmd (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Tables:
+
+``errlog``        every ereport, in arrival order (``id``), with its state
+                  (DISCARDED 0, RECEIVED 1, ACCEPTED 2, DIAGNOSED 3) and whether it
+                  is ``committed`` (every module it was dispatched to has checkpointed
+                  past it; uncommitted rows are replayed at start-up).
+``fltlog``        every ``list.*`` event (the fault log), same commit rule.
+``cases``         one row per case; ``suspects`` and ``case_events`` hang off it.
+``resources``     the ASRU cache: one row per (resource FMRI, case).
+``checkpoints``   one JSON document per module (SERD engines, buffers, progress).
+``xprt_offsets``  read positions of followed files, committed with their events.
+``fmd_migrations`` the named migrations applied to this database.
+
+ENAs are unsigned 64-bit values; they are stored in a signed BIGINT by two's
+complement (see :func:`ena_to_db` / :func:`ena_from_db`) because PostgreSQL has
+no unsigned type.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData()
+
+# Event states, as in the reference (fmd_event.c); they only move forward.
+STATE_DISCARDED = 0
+STATE_RECEIVED = 1
+STATE_ACCEPTED = 2
+STATE_DIAGNOSED = 3
+STATE_NAMES = {0: "discarded", 1: "received", 2: "accepted", 3: "diagnosed"}
+
+errlog = Table(
+    "errlog",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("time_ns", BigInteger, nullable=False),
+    Column("recv_ns", BigInteger, nullable=False),
+    Column("ena", BigInteger, nullable=False),
+    Column("class", String(255), nullable=False),
+    Column("detector", Text, nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("committed", Boolean, nullable=False),
+    Column("injected", Boolean, nullable=False),
+    Column("xprt", String(64), nullable=False),
+)
+Index("ix_errlog_time", errlog.c.time_ns)
+Index("ix_errlog_class", errlog.c["class"])
+Index(
+    "ix_errlog_uncommitted",
+    errlog.c.id,
+    sqlite_where=text("committed = 0"),
+    postgresql_where=text("committed = false"),
+)
+
+fltlog = Table(
+    "fltlog",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("time_ns", BigInteger, nullable=False),
+    Column("class", String(64), nullable=False),
+    Column("uuid", String(36), nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("committed", Boolean, nullable=False),
+    Column("injected", Boolean, nullable=False),
+)
+Index("ix_fltlog_time", fltlog.c.time_ns)
+Index("ix_fltlog_class", fltlog.c["class"])
+Index("ix_fltlog_uuid", fltlog.c.uuid)
+Index(
+    "ix_fltlog_uncommitted",
+    fltlog.c.id,
+    sqlite_where=text("committed = 0"),
+    postgresql_where=text("committed = false"),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("module", String(128), nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("flags", Integer, nullable=False),
+    Column("principal", BigInteger, nullable=True),
+    Column("code", String(32), nullable=True),
+    Column("diag_time_ns", BigInteger, nullable=True),
+    Column("open_time_ns", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+)
+Index("ix_cases_module", cases.c.module)
+Index("ix_cases_state", cases.c.state)
+
+suspects = Table(
+    "suspects",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("class", String(255), nullable=False),
+    Column("certainty", SmallInteger, nullable=False),
+    Column("asru", Text, nullable=True),
+    Column("fru", Text, nullable=True),
+    Column("resource", Text, nullable=True),
+    Column("location", Text, nullable=True),
+    Column("status", Integer, nullable=False),
+)
+Index("ix_suspects_asru", suspects.c.asru)
+Index("ix_suspects_location", suspects.c.location)
+
+case_events = Table(
+    "case_events",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("event_id", BigInteger, primary_key=True, autoincrement=False),
+)
+Index("ix_case_events_event", case_events.c.event_id)
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("fmri", Text, primary_key=True),
+    Column("uuid", String(36), primary_key=True),
+    Column("code", String(32), nullable=True),
+    Column("flags", Integer, nullable=False),
+    Column("reason", String(16), nullable=True),
+    Column("updated_ns", BigInteger, nullable=False),
+)
+Index("ix_resources_uuid", resources.c.uuid)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("module", String(128), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+)
+
+xprt_offsets = Table(
+    "xprt_offsets",
+    metadata,
+    Column("name", String(512), primary_key=True),
+    Column("ident", String(128), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+)
+
+migrations = Table(
+    "fmd_migrations",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("applied_ns", BigInteger, nullable=False),
+)
+
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+def ena_to_db(ena: int) -> int:
+    """Map an unsigned 64-bit ENA onto a signed BIGINT."""
+    return ena - _U64 if ena > _I64_MAX else ena
+
+
+def ena_from_db(value: int) -> int:
+    """Inverse of :func:`ena_to_db`."""
+    return value + _U64 if value < 0 else value

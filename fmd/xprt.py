@@ -1,0 +1,234 @@
+"""The transport framework: what every ereport source shares.
+
+A transport turns bytes from somewhere into :class:`~fmd.protocol.Ereport`
+objects and hands them to :class:`Ingest`, which wraps them in an
+:class:`IngestOp` for the writer.  The op's ``done`` callback runs after the
+events are durably committed (or definitely failed), which is when a
+transport may acknowledge them.  :class:`Ingest` also owns what transports
+must agree on: per-transport counters, rate-limited logging of rejected input,
+the ENA generator, and the simulated-clock control event
+``resource.fm.fmd.clock.addhrtime`` (member ``delta``, nanoseconds), which is
+ordered with the events around it by going through the writer as well.
+
+Transports start only after replay has finished (the reference's "all
+transports start suspended").
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from fmd.clock import Clock, SimulatedClock
+from fmd.errors import EventRejected
+from fmd.log import RateLimiter
+from fmd.protocol import EnaGenerator, Ereport, ereport_from_json_dict
+from fmd.store import WriteTxn
+from fmd.store.codec import ereport_row
+
+log = structlog.get_logger("fmd.xprt")
+
+CLOCK_CLASS = "resource.fm.fmd.clock.addhrtime"
+CONTROL_PREFIX = "resource.fm.fmd.clock."
+
+Done = Callable[[BaseException | None], None]
+
+
+@dataclass
+class XprtStats:
+    """Counters of one transport (shown by ``fmstat -t``)."""
+
+    name: str
+    kind: str
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    bytes: int = 0
+    clients: int = 0
+    state: str = "run"
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "state": self.state,
+            "received": self.received,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "clients": self.clients,
+            "reasons": dict(self.reasons),
+        }
+
+
+class IngestOp:
+    """Ereports to store in one go; ``done`` fires after the commit."""
+
+    __slots__ = ("events", "offset", "on_done", "published", "rows", "weight")
+
+    def __init__(
+        self,
+        events: list[Ereport],
+        rows: list[dict[str, Any]],
+        on_done: Done,
+        offset: tuple[str, str, int] | None = None,
+    ) -> None:
+        self.events = events
+        self.rows = rows
+        self.on_done = on_done
+        self.offset = offset
+        self.weight = len(events)
+        self.published: list[tuple[str, int, Ereport]] = []
+
+    def apply(self, tx: WriteTxn) -> None:
+        if self.events:
+            first = tx.allocate("errlog", len(self.events))
+            for i, (ev, row) in enumerate(zip(self.events, self.rows, strict=True)):
+                ev.id = row["id"] = first + i
+            tx.insert_errlog(self.rows)
+            self.published = [("errlog", ev.id, ev) for ev in self.events]  # type: ignore[misc]
+        if self.offset is not None:
+            tx.set_offset(*self.offset)
+
+    def done(self, error: BaseException | None) -> None:
+        self.on_done(error)
+
+
+class ClockOp:
+    """Advance the simulated clock once everything submitted before it is stored."""
+
+    weight = 0
+
+    def __init__(
+        self, clock: SimulatedClock, delta_ns: int, kick: Callable[[], None], on_done: Done
+    ) -> None:
+        self.clock, self.delta, self.kick, self.on_done = clock, delta_ns, kick, on_done
+
+    def apply(self, tx: WriteTxn) -> None:
+        return None
+
+    def done(self, error: BaseException | None) -> None:
+        if error is None:
+            self.clock.advance(self.delta)
+            self.kick()
+        self.on_done(error)
+
+
+class Ingest:
+    """The daemon-side entry point shared by all transports."""
+
+    def __init__(
+        self,
+        *,
+        submit: Callable[[Any], None],
+        clock: Clock,
+        kick_timers: Callable[[], None],
+        max_line: int,
+        err_limit: int,
+        err_window_ns: int,
+    ) -> None:
+        self._submit = submit
+        self.clock = clock
+        self._kick = kick_timers
+        self.max_line = max_line
+        self.ena = EnaGenerator()
+        self._limiter = RateLimiter(err_limit, err_window_ns, clock.now_ns)
+        self._lock = threading.Lock()
+        self.transports: dict[str, XprtStats] = {}
+
+    def register(self, name: str, kind: str) -> XprtStats:
+        with self._lock:
+            st = self.transports.get(name)
+            if st is None:
+                st = self.transports[name] = XprtStats(name, kind)
+            return st
+
+    # -- parsing ---------------------------------------------------------
+    def decode(self, line: bytes, stats: XprtStats) -> Ereport | dict[str, Any]:
+        """Parse one wire line: an Ereport, or a control event as a dict.
+
+        Raises EventRejected (already counted and logged) for bad input.
+        """
+        stats.received += 1
+        stats.bytes += len(line)
+        try:
+            if len(line) > self.max_line:
+                raise EventRejected(f"line exceeds {self.max_line} bytes")
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise EventRejected(f"line is not valid UTF-8 at byte {exc.start}") from None
+            try:
+                obj = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                raise EventRejected(f"malformed JSON: {exc}") from None
+            if (
+                isinstance(obj, dict)
+                and isinstance(obj.get("class"), str)
+                and obj["class"].startswith(CONTROL_PREFIX)
+            ):
+                return self._check_control(obj)
+            if not isinstance(obj, dict):
+                raise EventRejected("event is not a JSON object")
+            return ereport_from_json_dict(obj, now_ns=self.clock.now_ns(), ena_gen=self.ena)
+        except EventRejected as exc:
+            self.rejected(stats, exc)
+            raise
+
+    def _check_control(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["class"] != CLOCK_CLASS:
+            raise EventRejected(f"unknown control class {obj['class']!r}")
+        if not isinstance(self.clock, SimulatedClock):
+            raise EventRejected(f"{CLOCK_CLASS} needs the simulated clock (-o clock=simulated)")
+        delta = obj.get("delta")
+        if not isinstance(delta, int) or isinstance(delta, bool) or delta < 0:
+            raise EventRejected(f"{CLOCK_CLASS}: 'delta' must be a non-negative integer of ns")
+        return obj
+
+    def rejected(self, stats: XprtStats, exc: BaseException, where: str = "") -> None:
+        stats.rejected += 1
+        reason = str(exc).split(":", 1)[0][:60]
+        stats.reasons[reason] = stats.reasons.get(reason, 0) + 1
+        ok, suppressed = self._limiter.allow(stats.name)
+        if ok:
+            log.warning(
+                "event_rejected",
+                xprt=stats.name,
+                error=str(exc),
+                where=where,
+                suppressed=suppressed,
+            )
+
+    # -- submission ------------------------------------------------------
+    def submit(
+        self,
+        events: list[Ereport],
+        stats: XprtStats,
+        on_done: Done,
+        offset: tuple[str, str, int] | None = None,
+    ) -> None:
+        """Store ``events``; ``on_done(error)`` runs after the commit."""
+        now = self.clock.now_ns()
+        rows = [ereport_row(ev, recv_ns=now, xprt=stats.name) for ev in events]
+
+        def finished(error: BaseException | None) -> None:
+            if error is None:
+                stats.accepted += len(events)
+            else:
+                stats.failed += len(events)
+            on_done(error)
+
+        self._submit(IngestOp(events, rows, finished, offset))
+
+    def control(self, obj: dict[str, Any], on_done: Done) -> None:
+        """Queue a control event in order with the events around it."""
+        assert isinstance(self.clock, SimulatedClock)
+        self._submit(ClockOp(self.clock, int(obj["delta"]), self._kick, on_done))

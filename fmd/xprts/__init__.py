@@ -1,0 +1,1 @@
+"""Built-in transports: the local ingest socket and followed files."""

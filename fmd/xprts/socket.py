@@ -1,0 +1,262 @@
+"""The local ingest socket: JSON lines in, one JSON reply line per line out.
+
+``var/run/fmd/xprt.sock`` (mode 0600) accepts any number of clients.  Each
+line a client writes is answered, in order, with ``{"ok": true, "ena": N}``
+once the event is durably committed, or ``{"ok": false, "error": "..."}``.
+Lines are read in chunks and every chunk's good events go to the writer as one
+op, so a client that pipelines gets group commit.
+
+Flood control: a client may have at most ``MAX_INFLIGHT`` chunks awaiting
+commit; past that the server stops reading from it (back-pressure), so one
+client cannot starve the others or grow memory.  With ``xprt.rate`` set, a
+token bucket per client rejects events beyond the rate with an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import structlog
+
+from fmd.errors import EventRejected, TransportError
+from fmd.protocol import Ereport
+from fmd.xprt import Ingest, XprtStats
+
+log = structlog.get_logger("fmd.xprt.socket")
+
+CHUNK = 256 * 1024
+MAX_INFLIGHT = 32
+
+
+@dataclass(slots=True)
+class _Chunk:
+    replies: list[bytes | int]  # bytes: ready reply; int: index into segments
+    segments: list[tuple[asyncio.Future[BaseException | None], list[int]]]
+
+
+class _Bucket:
+    def __init__(self, rate: int, burst: int) -> None:
+        self.rate, self.burst = rate, max(burst, 1)
+        self.tokens = float(self.burst)
+        self.last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class SocketTransport:
+    """Serves the ingest socket on its own asyncio thread."""
+
+    kind = "socket"
+
+    def __init__(self, ingest: Ingest, path: Path, *, rate: int = 0, burst: int = 10000) -> None:
+        self.ingest = ingest
+        self.path = path
+        self.rate, self.burst = rate, burst
+        self.name = "socket"
+        self.stats: XprtStats = ingest.register(self.name, self.kind)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fmd-xprt-socket", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise TransportError(f"cannot serve {self.path}: {self._error}")
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+
+        fut = asyncio.run_coroutine_threadsafe(shutdown(), loop)
+        with contextlib.suppress(Exception):  # best effort at shutdown
+            fut.result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self.path.unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self.path.unlink(missing_ok=True)
+            old = os.umask(0o177)
+            try:
+                self._server = loop.run_until_complete(
+                    asyncio.start_unix_server(self._client, path=str(self.path), limit=CHUNK)
+                )
+            finally:
+                os.umask(old)
+            os.chmod(self.path, 0o600)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        log.info("xprt_started", xprt=self.name, path=str(self.path))
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.stats.clients += 1
+        pending: asyncio.Queue[_Chunk | None] = asyncio.Queue(MAX_INFLIGHT)
+        sender = asyncio.create_task(self._send(pending, writer))
+        bucket = _Bucket(self.rate, self.burst) if self.rate else None
+        buf = b""
+        discarding = False
+        maxline = self.ingest.max_line
+        try:
+            while True:
+                data = await reader.read(CHUNK)
+                if not data:
+                    break
+                buf += data
+                lines = buf.split(b"\n")
+                buf = lines.pop()
+                if discarding and lines:
+                    # The tail of an over-long line; its error was queued already.
+                    lines.pop(0)
+                    discarding = False
+                if len(buf) > maxline and not discarding:
+                    # Reject the over-long line now and skip the rest of it.
+                    lines.append(buf)
+                    buf = b""
+                    discarding = True
+                elif discarding:
+                    buf = b""
+                if lines:
+                    await pending.put(self._chunk(lines, bucket))
+            if buf and not discarding:
+                await pending.put(self._chunk([buf], bucket))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            await pending.put(None)
+            await sender
+            self.stats.clients -= 1
+
+    def _chunk(self, lines: list[bytes], bucket: _Bucket | None) -> _Chunk:
+        loop = asyncio.get_running_loop()
+        replies: list[bytes | int] = []
+        segments: list[tuple[asyncio.Future[BaseException | None], list[int]]] = []
+        batch: list[Ereport] = []
+        enas: list[int] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            fut: asyncio.Future[BaseException | None] = loop.create_future()
+            segments.append((fut, list(enas)))
+            self.ingest.submit(list(batch), self.stats, _resolver(loop, fut))
+            batch.clear()
+            enas.clear()
+
+        for raw in lines:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            try:
+                if bucket is not None and not bucket.take():
+                    self.stats.received += 1
+                    exc = EventRejected(f"rate limit exceeded ({self.rate} events/s)")
+                    self.ingest.rejected(self.stats, exc)
+                    raise exc
+                if not line.strip():
+                    self.stats.received += 1
+                    exc = EventRejected("empty line")
+                    self.ingest.rejected(self.stats, exc)
+                    raise exc
+                ev = self.ingest.decode(line, self.stats)
+            except EventRejected as exc:
+                replies.append(orjson.dumps({"ok": False, "error": str(exc)}) + b"\n")
+                continue
+            if isinstance(ev, Ereport):
+                replies.append(len(segments))
+                batch.append(ev)
+                enas.append(ev.ena)
+            else:
+                flush()
+                fut = loop.create_future()
+                segments.append((fut, [-1]))
+                replies.append(len(segments) - 1)
+                self.ingest.control(ev, _resolver(loop, fut))
+        flush()
+        return _Chunk(replies, segments)
+
+    async def _send(
+        self, pending: asyncio.Queue[_Chunk | None], writer: asyncio.StreamWriter
+    ) -> None:
+        broken = False
+        while True:
+            chunk = await pending.get()
+            if chunk is None:
+                break
+            results: list[tuple[BaseException | None, list[int]]] = []
+            for fut, enas in chunk.segments:
+                results.append((await fut, enas))
+            if broken:
+                continue
+            cursor = [0] * len(results)
+            out = []
+            for r in chunk.replies:
+                if isinstance(r, bytes):
+                    out.append(r)
+                    continue
+                err, enas = results[r]
+                ena = enas[cursor[r]] if enas[0] != -1 else None
+                cursor[r] += 1
+                if err is not None:
+                    out.append(orjson.dumps({"ok": False, "error": f"not stored: {err}"}) + b"\n")
+                elif ena is None:
+                    out.append(b'{"ok":true}\n')
+                else:
+                    out.append(b'{"ok":true,"ena":%d}\n' % ena)
+            try:
+                writer.write(b"".join(out))
+                await writer.drain()
+            except (ConnectionError, RuntimeError):
+                broken = True
+        try:
+            writer.close()
+            await writer.wait_closed()
+        except (ConnectionError, RuntimeError):
+            pass
+
+
+def _resolver(
+    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[BaseException | None]
+) -> Callable[[BaseException | None], None]:
+    def done(error: BaseException | None) -> None:
+        loop.call_soon_threadsafe(_set, fut, error)
+
+    return done
+
+
+def _set(fut: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
+    if not fut.done():
+        fut.set_result(error)

@@ -1,0 +1,30 @@
+"""Shared fixtures: temporary roots and a running daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fmdproc import FmdProcess
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    r.mkdir()
+    return r
+
+
+@pytest.fixture
+def fmd_factory(root: Path) -> Iterator[list[FmdProcess]]:
+    """Daemons started by a test are stopped (or killed) when it ends."""
+    started: list[FmdProcess] = []
+    yield started
+    for p in started:
+        if p.alive():
+            try:
+                p.stop(30)
+            except Exception:
+                p.kill()
