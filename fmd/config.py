@@ -449,8 +449,8 @@ DAEMON_PROPERTIES: Final[tuple[PropSpec, ...]] = (
         "client.evqlim",
         _P.UINT32,
         "65536",
-        "Events queued for one module before the dispatcher applies back-pressure to the "
-        "transports feeding it.",
+        "Events held in memory for one module; beyond that only references are queued and "
+        "the module re-reads the events from the store, so a slow module never stalls ingest.",
     ),
     PropSpec(
         "client.error",
@@ -556,19 +556,6 @@ DAEMON_PROPERTIES: Final[tuple[PropSpec, ...]] = (
         _P.STRING,
         "fmd-self-diagnosis",
         "The name of the built-in module that diagnoses fmd's own errors.",
-    ),
-    PropSpec(
-        "rsrc.age",
-        _P.TIME,
-        "30d",
-        "How long a repaired or absent resource stays in the resource cache before it is "
-        "forgotten.",
-    ),
-    PropSpec(
-        "rsrc.pollperiod",
-        _P.TIME,
-        "1h",
-        "How often fmd checks whether the resources in the resource cache are still present.",
     ),
     PropSpec(
         "fg",

@@ -43,7 +43,7 @@ from fmd.dispatch import Dispatcher, ModuleGoneOp
 from fmd.errors import ConfigError, FmdError, ModuleError
 from fmd.eventq import EventItem, EventQueue
 from fmd.module import ModuleRunner, ModuleState, Plugin, PluginSource, discover
-from fmd.paths import Paths
+from fmd.paths import Paths, install_default_conf
 from fmd.protocol import sanitize_authority
 from fmd.selfdiag import SelfDiagnosis
 from fmd.serd import SerdSet
@@ -127,6 +127,8 @@ class Daemon:
     # -- start-up ----------------------------------------------------------
     def start(self) -> None:
         self.paths.ensure_dirs()
+        if install_default_conf(self.paths):
+            log.info("conf_installed", path=str(self.paths.conf_file))
         self._pidlock.acquire()
         try:
             self._start()
@@ -166,6 +168,7 @@ class Daemon:
         self._replay()
         self.writer.start()
         self.timers.start()
+        self.timers.install(p.get_time_ns("gc_interval"), self._gc, None)
         for r in self.runners.values():
             if r.state is ModuleState.LOADING:
                 r.start()
@@ -375,6 +378,13 @@ class Daemon:
                 out.append(EventItem(log_name, i, ev))
         return out
 
+    def _gc(self, _timer_id: int, _arg: object) -> None:
+        """Ask every module to drop state it no longer needs (every ``gc_interval``)."""
+        for r in list(self.runners.values()):
+            if r.active:
+                r.call(r.gc)
+        self.timers.install(self.props.get_time_ns("gc_interval"), self._gc, None)
+
     # -- steady state and shutdown ----------------------------------------
     def quiesce(self, timeout: float = 60.0) -> bool:
         """Wait until every queue is empty and every checkpoint is committed."""
@@ -456,10 +466,12 @@ class Daemon:
         r = self._runner(req)
 
         def snapshot() -> list[dict[str, Any]]:
-            now = self.clock.now_ns()
             out = []
             for eng in r.handle.serd:
+                oldest = eng.events[0].time_ns if eng.events else None
                 newest = eng.events[-1].time_ns if eng.events else None
+                # The span of the events held: the figure compared with T.
+                span = eng.events[-1].time_ns - eng.events[0].time_ns if eng.events else 0
                 out.append(
                     {
                         "name": eng.name,
@@ -467,7 +479,8 @@ class Daemon:
                         "t": eng.t_ns,
                         "count": eng.count,
                         "fired": eng.fired,
-                        "delta": (now - eng.events[0].time_ns) if eng.events else 0,
+                        "delta": span,
+                        "oldest": oldest,
                         "newest": newest,
                     }
                 )

@@ -82,6 +82,9 @@ class Plugin:
     def close(self, hdl: Handle, case: Case) -> None:
         """One of the module's cases is being closed."""
 
+    def gc(self, hdl: Handle) -> None:
+        """Periodic garbage collection (``gc_interval``); SERD engines are aged first."""
+
     def fini(self, hdl: Handle) -> None:
         """The module is being unloaded or fmd is shutting down."""
 
@@ -221,7 +224,8 @@ class ModuleRunner:
 
     @property
     def active(self) -> bool:
-        return self.state is ModuleState.ACTIVE
+        """Loaded and not failed: events may be queued to it (also while starting up)."""
+        return self.state in (ModuleState.LOADING, ModuleState.ACTIVE)
 
     def start(self) -> None:
         self.state = ModuleState.ACTIVE
@@ -247,6 +251,13 @@ class ModuleRunner:
         if item.error is not None:
             raise item.error
         return item.result
+
+    def gc(self) -> None:
+        """On the module's thread: age SERD engines, then the plug-in's own gc."""
+        dropped = self.handle.serd.gc()
+        if dropped:
+            log.debug("module_gc", module=self.name, serd_events_dropped=dropped)
+        self.plugin.gc(self.handle)
 
     def post_timeout(self, timer_id: int, arg: Any) -> None:
         if self.active:

@@ -148,6 +148,22 @@ class Paths:
         os.chmod(self.run_dir, 0o700)  # mkdir's mode is filtered by the umask
 
 
+def install_default_conf(paths: Paths) -> bool:
+    """Give a new root the shipped, fully commented ``fmd.conf``; True if one was copied.
+
+    Every line of the shipped file is a comment, so this changes no setting: it
+    only puts the documented list of properties where an operator edits them.
+    """
+    if paths.conf_file.exists():
+        return False
+    shipped = default_etc_dirs() / "fmd" / "fmd.conf"
+    if not shipped.is_file():
+        return False
+    paths.etc_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    paths.conf_file.write_bytes(shipped.read_bytes())
+    return True
+
+
 def default_etc_dirs() -> Path:
     """Where the shipped example configuration lives (holding ``fmd/fmd.conf``).
 

@@ -29,13 +29,19 @@ from fmd.paths import Paths
 PLUGINS = Path(__file__).parent / "plugins"
 
 
-def cli(prog: str, *args: str, root: Path, input: bytes | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    prog: str, *args: str, root: Path, input: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run one of the commands (fmd, fmadm, fmdump, fmstat, fminject) in-tree."""
     cmd = [sys.executable, "-m", f"fmd.cli.{prog}", "-R", str(root), *args]
-    return subprocess.run(cmd, input=input.decode() if input is not None else None,
-                          capture_output=True, text=True, timeout=timeout,
-                          env=_env())
+    return subprocess.run(
+        cmd,
+        input=input.decode() if input is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+    )
 
 
 def _env() -> dict[str, str]:
@@ -47,8 +53,9 @@ def _env() -> dict[str, str]:
 
 
 class FmdProcess:
-    def __init__(self, root: Path, *, plugins: Sequence[str] = (),
-                 props: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, *, plugins: Sequence[str] = (), props: dict[str, str] | None = None
+    ) -> None:
         self.root = root
         self.paths = Paths(root)
         self.props = dict(props or {})
@@ -61,8 +68,16 @@ class FmdProcess:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self, timeout: float = 60.0, **extra: str) -> FmdProcess:
-        args = [sys.executable, "-m", "fmd.cli.fmd", "-R", str(self.root), "-f",
-                "-o", "log.format=json"]
+        args = [
+            sys.executable,
+            "-m",
+            "fmd.cli.fmd",
+            "-R",
+            str(self.root),
+            "-f",
+            "-o",
+            "log.format=json",
+        ]
         for k, v in {**self.props, **extra}.items():
             args += ["-o", f"{k}={v}"]
         err = open(self.log, "ab")  # noqa: SIM115 - owned by the child
@@ -133,8 +148,9 @@ class FmdProcess:
             rfile = s.makefile("rb")
             return [orjson.loads(r) for r in rfile]
 
-    def cli(self, prog: str, *args: str, input: bytes | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, prog: str, *args: str, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return cli(prog, *args, root=self.root, input=input)
 
     def errlog_json(self, *args: str) -> list[dict[str, Any]]:

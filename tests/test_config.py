@@ -431,8 +431,6 @@ def test_daemon_table_builds_and_has_expected_defaults() -> None:
         "ckpt.save": True,
         "ckpt.restore": True,
         "self.name": "fmd-self-diagnosis",
-        "rsrc.age": 30 * 86400 * 10**9,
-        "rsrc.pollperiod": 3600 * 10**9,
         "fg": False,
     }
 

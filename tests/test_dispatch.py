@@ -84,7 +84,7 @@ def test_unsubscribed_events_go_to_self_diagnosis() -> None:
 
 def test_frontier_waits_for_every_module() -> None:
     """An event is committed only once every module it went to has checkpointed past it."""
-    d, a, b, _ = setup()
+    d, _a, _b, _ = setup()
     for i in (1, 2, 3):
         d.dispatch("errlog", i, ev("ereport.cpu.x", i))
     assert commit(d, Ckpt("a", {"errlog": 3})) == []
@@ -95,14 +95,14 @@ def test_frontier_waits_for_every_module() -> None:
 
 def test_checkpoints_in_the_same_transaction_count_together() -> None:
     """Two modules checkpointing in one batch commit the event in that batch."""
-    d, a, b, _ = setup()
+    d, _a, _b, _ = setup()
     d.dispatch("errlog", 1, ev("ereport.cpu.x", 1))
     assert commit(d, Ckpt("a", {"errlog": 1}), Ckpt("b", {"errlog": 1})) == [("errlog", 0, 1)]
 
 
 def test_failed_module_releases_its_events() -> None:
     """A module that is gone no longer holds the frontier back."""
-    d, a, b, _ = setup()
+    d, _a, _b, _ = setup()
     d.dispatch("errlog", 1, ev("ereport.cpu.x", 1))
     assert commit(d, Ckpt("b", {"errlog": 1})) == []
     assert commit(d, ModuleGoneOp("a")) == [("errlog", 0, 1)]
@@ -121,15 +121,22 @@ def test_replay_skips_modules_that_saw_the_event() -> None:
 
 def test_logs_have_independent_frontiers() -> None:
     """The error log and the fault log commit independently."""
-    d, a, b, _ = setup()
+    d, _a, _b, _ = setup()
     d.dispatch("errlog", 1, ev("ereport.io.x", 1))
     assert commit(d, Ckpt("b", {"errlog": 1, "fltlog": 0})) == [("errlog", 0, 1)]
     assert d.committed_upto == {"errlog": 1, "fltlog": 0}
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["ereport.cpu.x", "ereport.io.y"]),
-                          st.sets(st.sampled_from(["a", "b"]))), min_size=1, max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ereport.cpu.x", "ereport.io.y"]), st.sets(st.sampled_from(["a", "b"]))
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_frontier_never_passes_an_unconsumed_event(plan: list[tuple[str, set[str]]]) -> None:
     """Whatever order modules checkpoint in, committed ids are exactly those consumed by all."""
     d, a, b, _ = setup()

@@ -171,3 +171,16 @@ def test_default_etc_dirs_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(paths_module, "__file__", str(fake))
     monkeypatch.setattr(sys, "prefix", "/opt/venv")
     assert Path("/opt/venv/share/fmd/etc") == default_etc_dirs()
+
+
+def test_new_root_gets_the_commented_fmd_conf(tmp_path: Path) -> None:
+    """A root without fmd.conf receives the shipped example once; an existing one is kept."""
+    from fmd.paths import install_default_conf
+
+    paths = Paths(tmp_path)
+    assert install_default_conf(paths) is True
+    text = paths.conf_file.read_text()
+    assert "#setprop clock native" in text
+    paths.conf_file.write_text("setprop clock simulated\n")
+    assert install_default_conf(paths) is False
+    assert paths.conf_file.read_text() == "setprop clock simulated\n"

@@ -45,9 +45,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 def _row(i: int, *, cls: str = "ereport.test.a", ena: int = 1, state: int = 1) -> dict[str, Any]:
     return {
-        "id": i, "time_ns": 1000 + i, "recv_ns": 2000 + i, "ena": schema.ena_to_db(ena),
-        "class": cls, "detector": None, "payload": "{}", "state": state,
-        "committed": False, "injected": False, "xprt": "test",
+        "id": i,
+        "time_ns": 1000 + i,
+        "recv_ns": 2000 + i,
+        "ena": schema.ena_to_db(ena),
+        "class": cls,
+        "detector": None,
+        "payload": "{}",
+        "state": state,
+        "committed": False,
+        "injected": False,
+        "xprt": "test",
     }
 
 
@@ -174,13 +182,34 @@ def test_upserts_replace_rows(store: Store) -> None:
     def write(tx: WriteTxn, n: int) -> None:
         tx.save_checkpoint("m", f'{{"n": {n}}}', n)
         tx.set_offset("file:/x", "1:2", 10 * n)
-        case = {"uuid": "u1", "module": "m", "state": 1, "flags": 0, "principal": 1,
-                "code": "FMD-8000-11", "diag_time_ns": n, "open_time_ns": 1, "data": "{}"}
-        sus = [{"uuid": "u1", "idx": 0, "class": "fault.x", "certainty": 100, "asru": "a",
-                "fru": "f", "resource": None, "location": "L", "status": n}]
+        case = {
+            "uuid": "u1",
+            "module": "m",
+            "state": 1,
+            "flags": 0,
+            "principal": 1,
+            "code": "FMD-8000-11",
+            "diag_time_ns": n,
+            "open_time_ns": 1,
+            "data": "{}",
+        }
+        sus = [
+            {
+                "uuid": "u1",
+                "idx": 0,
+                "class": "fault.x",
+                "certainty": 100,
+                "asru": "a",
+                "fru": "f",
+                "resource": None,
+                "location": "L",
+                "status": n,
+            }
+        ]
         tx.save_case(case, sus, [1, 2, n + 2])
-        tx.save_resource({"fmri": "a", "uuid": "u1", "code": "c", "flags": n,
-                          "reason": None, "updated_ns": n})
+        tx.save_resource(
+            {"fmri": "a", "uuid": "u1", "code": "c", "flags": n, "reason": None, "updated_ns": n}
+        )
 
     writer.call(lambda tx: write(tx, 1))
     writer.call(lambda tx: write(tx, 2))
@@ -217,8 +246,7 @@ def test_class_globs_filter_in_sql(store: Store) -> None:
 
     def sel(*globs: str) -> list[str]:
         with store.reader() as conn:
-            return [r._mapping["class"] for r in conn.execute(
-                queries.errlog_select(classes=globs))]
+            return [r._mapping["class"] for r in conn.execute(queries.errlog_select(classes=globs))]
 
     assert sel("ereport.cpu.*") == ["ereport.cpu.a", "ereport.cpu.b_c"]
     assert sel("ereport.cpu.b?c") == ["ereport.cpu.b_c"]

@@ -46,6 +46,15 @@ def fmt_time(ns: int) -> str:
     return f"{ns}ns"
 
 
+def fmt_delta(ns: int) -> str:
+    """An elapsed time in its largest unit, to one decimal (``3.4s``, ``2.0h``)."""
+    for unit, size in _NS_UNITS:
+        if ns >= size:
+            value = ns / size
+            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+    return "0"
+
+
 def fmt_size(n: int) -> str:
     for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if n >= size:
@@ -127,7 +136,7 @@ def cli(
                         click.echo(
                             f"{e['name']:<36} {'>' + str(e['n']):>3} "
                             f"{fmt_time(e['t']):>5} {e['count']:>3} "
-                            f"{fmt_time(e['delta']) if e['count'] else '0':>24} "
+                            f"{fmt_delta(e['delta']) if e['count'] else '0':>24} "
                             f"{'fire' if e['fired'] else 'pend'}"
                         )
             elif module:

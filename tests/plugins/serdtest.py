@@ -1,8 +1,11 @@
 from fmd.module import Plugin
+
+
 class SerdTest(Plugin):
     name = "serd-test"
     description = "SERD test module"
     subscriptions = ("ereport.test.*",)
+
     def recv(self, hdl, ev):
         name = "serd." + ev.cls
         if not hdl.serd_exists(name):

@@ -1,0 +1,36 @@
+"""Test plug-in: blocks on its first event until the file named by ``gate``
+exists, then checks that events arrive once each and in order of ``n``."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from fmd.config import PropSpec, PropType
+from fmd.module import Plugin
+
+
+class Slow(Plugin):
+    name = "slow"
+    description = "Slow test module"
+    subscriptions = ("ereport.slow.*",)
+    properties = (PropSpec("gate", PropType.STRING, "", "file whose creation releases recv"),)
+
+    def init(self, hdl: Any) -> None:
+        hdl.stat("received", "events received")
+        hdl.stat("next", "the n expected next")
+        hdl.stat("disorder", "events out of order or repeated")
+        self.gated = False
+
+    def recv(self, hdl: Any, ev: Any) -> None:
+        gate = hdl.prop("gate")
+        deadline = time.monotonic() + 60
+        while not self.gated and gate and not os.path.exists(gate) and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.gated = True
+        hdl.stat("received").incr()
+        if ev.payload.get("n") != hdl.stat("next").value:
+            hdl.stat("disorder").incr()
+        hdl.stat("next").value = ev.payload.get("n", -1) + 1

@@ -1,0 +1,225 @@
+"""End-to-end modules: loading, configuration, failure isolation, self-diagnosis,
+slow modules and timers, against the real daemon."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.fmdproc import FmdProcess
+
+pytestmark = pytest.mark.e2e
+
+HOUR_NS = 3600 * 10**9
+LAYOUT = "%-24s %-7s %-6s  %s"
+
+
+def start(root: Path, fmd_factory: list[FmdProcess], plugins: Iterable[str] = (),
+          conf: dict[str, str] | None = None, **props: str) -> FmdProcess:
+    """Start fmd with test plug-ins and their ``etc/fmd/plugins/<name>.conf`` files."""
+    fmd = FmdProcess(root, plugins=list(plugins), props=props)
+    fmd_factory.append(fmd)
+    for name, text in (conf or {}).items():
+        fmd.paths.plugin_conf_dir.mkdir(parents=True, exist_ok=True)
+        fmd.paths.plugin_conf(name).write_text(text)
+    return fmd.start()
+
+
+def stat(fmd: FmdProcess, module: str, name: str) -> int:
+    for s in fmd.adm("module.stats", module=module):
+        if s["name"] == name:
+            return int(s["value"])
+    raise AssertionError(f"module {module} has no statistic {name!r}")
+
+
+def module_row(fmd: FmdProcess, module: str) -> dict[str, Any]:
+    for m in fmd.adm("stats")["modules"]:
+        if m["name"] == module:
+            return dict(m)
+    raise AssertionError(f"no module {module!r}")
+
+
+def wait_for(what: str, pred: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def send(fmd: FmdProcess, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Send events on one connection, reading replies while writing; all must be acked."""
+    data = b"".join(orjson.dumps(e) + b"\n" for e in events)
+    with fmd.connect() as s:
+
+        def write() -> None:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        replies = [orjson.loads(r) for r in s.makefile("rb")]
+        writer.join()
+    assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:3]
+    return replies
+
+
+def config_rows(fmd: FmdProcess) -> list[str]:
+    out = fmd.cli("fmadm", "config")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_config_lists_active_modules(root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """fmadm config shows self-diagnosis and the plug-ins as active, in the illumos layout."""
+    fmd = start(root, fmd_factory, ["counter", "serdtest"])
+    assert config_rows(fmd) == [
+        LAYOUT % ("MODULE", "VERSION", "STATUS", "DESCRIPTION"),
+        LAYOUT % ("counter", "1.0", "active", "Counting test module"),
+        LAYOUT % ("fmd-self-diagnosis", "1.0", "active", "Fault Manager Self-Diagnosis"),
+        LAYOUT % ("serd-test", "1.0", "active", "SERD test module"),
+    ]
+
+
+def test_failing_module_is_isolated(root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """A module whose recv raises is failed and diagnosed (FMD-8000-2K); the others go on."""
+    fmd = start(root, fmd_factory, ["counter", "crashy"])
+    send(fmd, [{"class": "ereport.count.a"}, {"class": "ereport.boom.a"}])
+    fmd.quiesce()
+    send(fmd, [{"class": "ereport.count.b"}, {"class": "ereport.count.c"}])
+    fmd.quiesce()
+
+    assert stat(fmd, "counter", "received") == 3
+    rows = config_rows(fmd)
+    assert LAYOUT % ("crashy", "1.0", "failed", "Crashing test module") in rows
+    assert LAYOUT % ("counter", "1.0", "active", "Counting test module") in rows
+    crashy = next(m for m in fmd.adm("config")["modules"] if m["name"] == "crashy")
+    assert "deliberate failure" in crashy["error"]
+
+    defects = [f for f in fmd.fltlog_json()
+               if f["fault-list"][0]["class"] == "defect.sunos.fmd.module"]
+    assert [(f["class"], f["code"]) for f in defects] == [("list.suspect", "FMD-8000-2K")]
+    assert defects[0]["fault-list"][0]["resource"]["mod-name"] == "crashy"
+    assert defects[0]["de"]["mod-name"] == "fmd-self-diagnosis"
+    assert stat(fmd, "fmd-self-diagnosis", "module") == 1
+
+
+def test_invalid_plugins_are_reported(root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """Plug-in files that fail validation are reported and skipped; fmd serves the rest."""
+    fmd = start(root, fmd_factory, ["noplugin", "badname", "counter"])
+    config = fmd.adm("config")
+    assert sorted(m["name"] for m in config["modules"]) == ["counter", "fmd-self-diagnosis"]
+    errors = sorted(config["load_errors"])
+    assert len(errors) == 2
+    assert "badname.py" in errors[0]
+    assert "'Bad Name!'" in errors[0]
+    assert "noplugin.py" in errors[1]
+    assert "Plugin subclass" in errors[1]
+
+    out = fmd.cli("fmadm", "config")
+    assert out.returncode == 0
+    assert out.stderr.count("fmadm: warning: plug-in") == 2
+    send(fmd, [{"class": "ereport.count.a"}])
+    fmd.quiesce()
+    assert stat(fmd, "counter", "received") == 1
+
+
+def test_unsubscribed_classes_one_defect_per_class(root: Path,
+                                                   fmd_factory: list[FmdProcess]) -> None:
+    """Events nobody subscribes to give one defect.sunos.fmd.nosub case per class."""
+    fmd = start(root, fmd_factory, ["counter"])
+    send(fmd, [{"class": "ereport.nosub.a"}, {"class": "ereport.nosub.b"},
+               {"class": "ereport.nosub.a"}, {"class": "ereport.count.x"},
+               {"class": "ereport.nosub.b"}, {"class": "ereport.nosub.a"}])
+    fmd.quiesce()
+    faults = fmd.fltlog_json()
+    assert [(f["class"], f["code"], [s["class"] for s in f["fault-list"]]) for f in faults] == [
+        ("list.suspect", "FMD-8000-0W", ["defect.sunos.fmd.nosub"]),
+        ("list.suspect", "FMD-8000-0W", ["defect.sunos.fmd.nosub"]),
+    ]
+    assert faults[0]["uuid"] != faults[1]["uuid"]
+    assert stat(fmd, "fmd-self-diagnosis", "nosub") == 5
+    assert stat(fmd, "counter", "received") == 1
+
+
+def test_conf_overrides_property_and_adds_subscription(
+        root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """A module's .conf setprop overrides a declared property and subscribe adds a class."""
+    conf = "# test configuration\nsetprop threshold 7\nsubscribe ereport.conf.extra.*\n"
+    fmd = start(root, fmd_factory, ["confmod"], conf={"conf-test": conf})
+    assert stat(fmd, "conf-test", "threshold") == 7
+    send(fmd, [{"class": "ereport.conf.declared"}, {"class": "ereport.conf.extra.one"},
+               {"class": "ereport.conf.extra.two"}])
+    fmd.quiesce()
+    assert stat(fmd, "conf-test", "received") == 3
+    assert stat(fmd, "fmd-self-diagnosis", "nosub") == 0
+    assert fmd.fltlog_json() == []
+
+
+def test_bad_conf_line_stops_the_module(root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """A bad line in a module's .conf keeps that module from loading, with the error reported."""
+    fmd = start(root, fmd_factory, ["confbad", "counter"],
+                conf={"conf-bad": "subscribe ereport.confbad.x\nfrobnicate 3\n"})
+    config = fmd.adm("config")
+    assert sorted(m["name"] for m in config["modules"]) == ["counter", "fmd-self-diagnosis"]
+    [error] = config["load_errors"]
+    assert "conf-bad" in error
+    assert "conf-bad.conf:2" in error
+    assert "frobnicate" in error
+    send(fmd, [{"class": "ereport.count.a"}])
+    fmd.quiesce()
+    assert stat(fmd, "counter", "received") == 1
+
+
+def test_slow_module_does_not_stall_ingest(root: Path, tmp_path: Path,
+                                           fmd_factory: list[FmdProcess]) -> None:
+    """While a module is stuck in recv, 2000 events are acked; it later gets each once, in order."""
+    gate = tmp_path / "gate"
+    fmd = start(root, fmd_factory, ["slowmod", "counter"],
+                conf={"slow": f'setprop gate "{gate}"\n'}, **{"client.evqlim": "100"})
+    n = 2000
+    try:
+        replies = send(fmd, ({"class": "ereport.slow.x", "n": i} for i in range(n)))
+        assert len(replies) == n
+        # Still stuck on its first event: every ack came while the module was busy.
+        assert stat(fmd, "slow", "received") == 0
+        row = module_row(fmd, "slow")
+        assert row["queue"] >= n - 100  # at most one queue-full batch was taken
+        assert row["overflowed"] > 0
+        # Other modules are served meanwhile.
+        send(fmd, [{"class": "ereport.count.a"}])
+        wait_for("the counter module", lambda: stat(fmd, "counter", "received") == 1)
+    finally:
+        gate.touch()
+    fmd.quiesce()
+    assert stat(fmd, "slow", "received") == n
+    assert stat(fmd, "slow", "disorder") == 0
+    assert stat(fmd, "slow", "next") == n
+    assert module_row(fmd, "slow")["queue"] == 0
+
+
+def test_timer_fires_on_simulated_clock(root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """A one-hour timer does not fire after 3599 s of simulated time and does after 3601 s."""
+    fmd = start(root, fmd_factory, ["timermod"], clock="simulated")
+    send(fmd, [{"class": "ereport.timer.start"}])
+    fmd.quiesce()  # the timer is installed before the clock moves
+
+    send(fmd, [{"class": "resource.fm.fmd.clock.addhrtime", "delta": HOUR_NS - 10**9}])
+    # The canary (due at 3599 s) fires in the same pass that would fire the hour timer.
+    wait_for("the canary timer", lambda: stat(fmd, "timer-test", "canary") == 1)
+    fmd.quiesce()
+    assert stat(fmd, "timer-test", "fired") == 0
+
+    send(fmd, [{"class": "resource.fm.fmd.clock.addhrtime", "delta": 2 * 10**9}])
+    wait_for("the hour timer", lambda: stat(fmd, "timer-test", "fired") == 1)
+    fmd.quiesce()
+    assert stat(fmd, "timer-test", "fired") == 1
+    assert stat(fmd, "timer-test", "canary") == 1
+    assert stat(fmd, "timer-test", "bad_arg") == 0
