@@ -57,8 +57,16 @@ class Daemon:
     def start(self, timeout: float = 60.0) -> None:
         self.paths.plugin_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(PLUGIN, self.paths.plugin_dir / PLUGIN.name)
-        args = [sys.executable, "-m", "fmd.cli.fmd", "-R", str(self.root), "-f",
-                "-o", "log.format=json"]
+        args = [
+            sys.executable,
+            "-m",
+            "fmd.cli.fmd",
+            "-R",
+            str(self.root),
+            "-f",
+            "-o",
+            "log.format=json",
+        ]
         for p in self.props:
             args += ["-o", p]
         env = dict(os.environ)
@@ -69,8 +77,10 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"fmd exited with {self.proc.returncode}:\n"
-                                 f"{self.log.read_text(errors='replace')}")
+                raise SystemExit(
+                    f"fmd exited with {self.proc.returncode}:\n"
+                    f"{self.log.read_text(errors='replace')}"
+                )
             if self.paths.xprt_socket.exists():
                 try:
                     self.adm("ping")
@@ -96,16 +106,21 @@ def make_blocks(n: int, detectors: int, block: int) -> list[bytes]:
     """The wire lines, prepared before timing so that the client costs little."""
     out = []
     for lo in range(0, n, block):
-        out.append(b"".join(
-            orjson.dumps({
-                "class": "ereport.bench.cpu.ce",
-                "detector": f"cpu:///cpuid={i % detectors}",
-                "seq": i,
-                "bank": i % 8,
-                "addr": 0x1000 * i,
-            }) + b"\n"
-            for i in range(lo, min(lo + block, n))
-        ))
+        out.append(
+            b"".join(
+                orjson.dumps(
+                    {
+                        "class": "ereport.bench.cpu.ce",
+                        "detector": f"cpu:///cpuid={i % detectors}",
+                        "seq": i,
+                        "bank": i % 8,
+                        "addr": 0x1000 * i,
+                    }
+                )
+                + b"\n"
+                for i in range(lo, min(lo + block, n))
+            )
+        )
     return out
 
 
@@ -176,9 +191,22 @@ def start_py_spy(fmd: Daemon, out: str) -> subprocess.Popen[bytes]:
     exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
     assert fmd.proc is not None
     return subprocess.Popen(
-        [exe, "record", "--gil", "--threads", "--rate", "200", "--format", "raw",
-         "--output", out, "--pid", str(fmd.proc.pid)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            exe,
+            "record",
+            "--gil",
+            "--threads",
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            out,
+            "--pid",
+            str(fmd.proc.pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -190,15 +218,29 @@ def stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=200_000, help="ereports to send (default 200000)")
-    ap.add_argument("--detectors", type=int, default=4096,
-                    help="distinct detectors, one SERD engine each (default 4096)")
+    ap.add_argument(
+        "--detectors",
+        type=int,
+        default=4096,
+        help="distinct detectors, one SERD engine each (default 4096)",
+    )
     ap.add_argument("--block", type=int, default=256, help="lines per socket write")
-    ap.add_argument("-o", dest="props", action="append", default=[], metavar="NAME=VALUE",
-                    help="a daemon property, as for fmd -o (repeatable)")
+    ap.add_argument(
+        "-o",
+        dest="props",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a daemon property, as for fmd -o (repeatable)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary root")
-    ap.add_argument("--py-spy", dest="spy", metavar="FILE",
-                    help="profile the daemon with py-spy (--gil, raw format) into "
-                         "FILE.ingest (until the last ack) and FILE.quiesce")
+    ap.add_argument(
+        "--py-spy",
+        dest="spy",
+        metavar="FILE",
+        help="profile the daemon with py-spy (--gil, raw format) into "
+        "FILE.ingest (until the last ack) and FILE.quiesce",
+    )
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="fmd-bench-"))
@@ -229,21 +271,30 @@ def main(argv: list[str] | None = None) -> int:
         rate = ok / elapsed
         base_rate = base_n / base_s
         ratio = rate / base_rate
-        mod = next((m for m in stats["modules"] if m["name"] == MODULE), {})
-        print(f"fmd ingest        {ok} ereports acknowledged in {elapsed:.2f} s: "
-              f"{rate:,.0f} events/s")
+        mod: dict[str, Any] = next((m for m in stats["modules"] if m["name"] == MODULE), {})
+        print(
+            f"fmd ingest        {ok} ereports acknowledged in {elapsed:.2f} s: {rate:,.0f} events/s"
+        )
         print(f"quiesce           {quiesce:.2f} s after the last ack (modules caught up)")
-        print(f"sqlite3 baseline  {base_n} rows in {base_s:.2f} s: {base_rate:,.0f} rows/s "
-              "(executemany, one transaction, WAL, synchronous=FULL)")
-        print(f"ratio             {ratio:.3f} (target >= {TARGET}) "
-              f"{'OK' if ratio >= TARGET else 'BELOW TARGET'}")
+        print(
+            f"sqlite3 baseline  {base_n} rows in {base_s:.2f} s: {base_rate:,.0f} rows/s "
+            "(executemany, one transaction, WAL, synchronous=FULL)"
+        )
+        print(
+            f"ratio             {ratio:.3f} (target >= {TARGET}) "
+            f"{'OK' if ratio >= TARGET else 'BELOW TARGET'}"
+        )
         print(f"writer            {stats['writer']}")
         w = stats["writer"]
         if w.get("txns"):
-            print(f"                  {w['events'] / w['txns']:.0f} events/txn, "
-                  f"{w['ops'] / w['txns']:.1f} ops/txn")
-        print(f"module {MODULE}  received {mod.get('ev_recv')}, cases solved "
-              f"{mod.get('solved')}, busy {mod.get('busy_ns', 0) / 1e9:.2f} s")
+            print(
+                f"                  {w['events'] / w['txns']:.0f} events/txn, "
+                f"{w['ops'] / w['txns']:.1f} ops/txn"
+            )
+        print(
+            f"module {MODULE}  received {mod.get('ev_recv')}, cases solved "
+            f"{mod.get('solved')}, busy {mod.get('busy_ns', 0) / 1e9:.2f} s"
+        )
         print(f"fmd exit status   {rc}")
         return 0
     finally:

@@ -16,6 +16,7 @@ committed.
 from __future__ import annotations
 
 import base64
+import functools
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,6 +113,13 @@ class Handle:
         self._bufs: dict[str, bytes] = {}
         self._bufs_dirty = False
         self._cases: dict[str, Case] = {}
+        # Cases handed to the module since the last checkpoint: only these can
+        # have changed, so a checkpoint never walks every case.
+        self._touched: set[str] = set()
+        # Cases whose suspects (or their statuses) changed since the last checkpoint.
+        self._suspects_changed: set[str] = set()
+        # Each engine's JSON, re-encoded only when the engine changed.
+        self._serd_json: dict[str, bytes] = {}
         self._timers: set[int] = set()
         self._stats: dict[str, Stat] = {}
         self._out = _Outbox()
@@ -144,8 +152,9 @@ class Handle:
     def now_ns(self) -> int:
         return self._ctx.clock.now_ns()
 
-    @property
+    @functools.cached_property
     def de_fmri(self) -> FmdFmri:
+        """This module as the diagnosis engine (``de``) of its list events."""
         return FmdFmri(mod_name=self.name, mod_version=self.version, authority=self._ctx.authority)
 
     # -- statistics --------------------------------------------------------
@@ -241,10 +250,14 @@ class Handle:
     # -- cases ---------------------------------------------------------------
     def cases(self) -> list[Case]:
         """The module's cases that are not yet resolved, oldest first."""
+        self._touched.update(self._cases)
         return sorted(self._cases.values(), key=lambda c: c.open_time_ns)
 
     def case_get(self, uuid: str) -> Case | None:
-        return self._cases.get(uuid)
+        case = self._cases.get(uuid)
+        if case is not None:
+            self._touched.add(uuid)
+        return case
 
     def case_open(self, data: dict[str, Any] | None = None) -> Case:
         case = Case(
@@ -255,6 +268,7 @@ class Handle:
         )
         case.mark_dirty()
         self._cases[case.uuid] = case
+        self._touched.add(case.uuid)
         self._ctx.register_case(case.uuid, self.runner)
         self.cases_opened += 1
         return case
@@ -262,14 +276,17 @@ class Handle:
     def _own(self, case: Case) -> Case:
         if self._cases.get(case.uuid) is not case:
             raise ModuleApiError(f"module {self.name}: case {case.uuid} is not one of its cases")
+        self._touched.add(case.uuid)
         return case
 
     def case_add_ereport(self, case: Case, ev: Ereport) -> None:
+        """Add an ereport to a case (also to a solved one: it is then DIAGNOSED)."""
         eid = self._event_id(ev)
         self._own(case).add_ereport(eid)
         if ev.injected:
             case.flags |= CaseFlag.INJECTED
-        self._advance(eid, schema.STATE_ACCEPTED)
+        solved = case.is_solved
+        self._advance(eid, schema.STATE_DIAGNOSED if solved else schema.STATE_ACCEPTED)
 
     def case_add_serd(self, case: Case, name: str) -> None:
         """Move the events of SERD engine ``name`` into the case."""
@@ -310,6 +327,7 @@ class Handle:
         d = suspect.to_json_dict()
         d["status"] = 0
         self._own(case).add_suspect(d)
+        self._suspects_changed.add(case.uuid)
 
     def case_solve(self, case: Case) -> ListEvent:
         """Convict every suspect, compute the code, log and dispatch ``list.suspect``."""
@@ -415,6 +433,8 @@ class Handle:
             self._saved_final.append(case)
 
     def _list_event(self, case: Case, cls: str, code: str) -> ListEvent:
+        # Every list event follows a change of the suspects' statuses.
+        self._suspects_changed.add(case.uuid)
         suspects = [
             Suspect.from_json_dict({k: v for k, v in s.items() if k != "status"})
             for s in case.suspects
@@ -480,13 +500,26 @@ class Handle:
             c.contains_event(event_id) for c in self._cases.values()
         )
 
+    def _serd_fragment(self) -> orjson.Fragment:
+        """The SERD engines as JSON, re-encoding only engines that changed."""
+        cache = self._serd_json
+        for name in self.serd.dirty_names():
+            cache[name] = orjson.dumps(self.serd.get(name).to_dict())
+        names = self.serd.keys()
+        for name in cache.keys() - names:
+            del cache[name]
+        for name in names - cache.keys():
+            cache[name] = orjson.dumps(self.serd.get(name).to_dict())
+        parts = [orjson.dumps(name) + b":" + data for name, data in cache.items()]
+        return orjson.Fragment(b"{" + b",".join(parts) + b"}")
+
     def document(self, last_seen: dict[str, int]) -> str:
         return orjson.dumps(
             {
                 "version": CKPT_VERSION,
                 "module": self.name,
                 "last_seen": last_seen,
-                "serd": self.serd.to_dict(),
+                "serd": self._serd_fragment(),
                 "bufs": {k: base64.b64encode(v).decode() for k, v in self._bufs.items()},
                 "specific": self.specific,
                 "cases_opened": self.cases_opened,
@@ -496,13 +529,15 @@ class Handle:
 
     def checkpoint(self, last_seen: dict[str, int]) -> CheckpointOp:
         """Pack every change since the last checkpoint and hand it to the writer."""
-        dirty = [c for c in self._cases.values() if c.dirty] + self._saved_final
+        dirty = [
+            c for c in map(self._cases.get, self._touched) if c is not None and c.dirty
+        ] + self._saved_final
         out = self._out
         op = CheckpointOp(
             module=self.name,
             last_seen=last_seen,
             doc=self.document(last_seen) if self._ctx.save_checkpoints else None,
-            cases=[case_record(c) for c in dirty],
+            cases=[case_record(c, c.uuid in self._suspects_changed) for c in dirty],
             case_deletes=out.deleted,
             states=list(out.states.items()),
             list_events=out.published,
@@ -511,6 +546,8 @@ class Handle:
         )
         for c in dirty:
             c.clear_dirty()
+        self._touched.clear()
+        self._suspects_changed.clear()
         self._saved_final = []
         self.serd.clear_dirty()
         self._bufs_dirty = False
@@ -526,8 +563,11 @@ def fmri_text(value: Any) -> str | None:
     return fmri_from_obj(value).to_string()
 
 
-def case_record(case: Case) -> tuple[dict[str, Any], list[dict[str, Any]], list[int]]:
-    """The rows that persist a case: (cases row, suspects rows, event ids)."""
+def case_record(
+    case: Case, suspects_changed: bool = True
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None, list[int]]:
+    """The rows that persist a case: (cases row, suspect rows or None if unchanged,
+    the events added since the last save)."""
     row = {
         "uuid": case.uuid,
         "module": case.module,
@@ -537,20 +577,25 @@ def case_record(case: Case) -> tuple[dict[str, Any], list[dict[str, Any]], list[
         "code": case.code,
         "diag_time_ns": case.diag_time_ns,
         "open_time_ns": case.open_time_ns,
-        "data": orjson.dumps(case.to_dict()).decode(),
+        "data": orjson.dumps(case.to_dict(include_events=False)).decode(),
     }
-    suspects = [
-        {
-            "uuid": case.uuid,
-            "idx": i,
-            "class": s["class"],
-            "certainty": int(s.get("certainty", 100)),
-            "asru": fmri_text(s.get("asru")),
-            "fru": fmri_text(s.get("fru")),
-            "resource": fmri_text(s.get("resource")),
-            "location": s.get("location"),
-            "status": int(s.get("status", 0)),
-        }
-        for i, s in enumerate(case.suspects)
-    ]
-    return row, suspects, list(case.events)
+    suspects = (
+        None
+        if not suspects_changed
+        else [
+            {
+                "uuid": case.uuid,
+                "idx": i,
+                "class": s["class"],
+                "certainty": int(s.get("certainty", 100)),
+                "asru": fmri_text(s.get("asru")),
+                "fru": fmri_text(s.get("fru")),
+                "resource": fmri_text(s.get("resource")),
+                "location": s.get("location"),
+                "status": int(s.get("status", 0)),
+            }
+            for i, s in enumerate(case.suspects)
+        ]
+    )
+    new, case.new_events = case.new_events, []
+    return row, suspects, new

@@ -46,12 +46,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from types import MappingProxyType
 from typing import Any
+
+import orjson
 
 from fmd.errors import CaseStateError, ProtocolError
 
@@ -80,6 +81,8 @@ class CaseFlag(IntFlag):
 
 
 _NO_FLAGS = CaseFlag(0)
+# (name, bit) of every flag, for fast encoding (iterating an IntFlag is slow).
+_FLAG_BITS = tuple((f.name or "", int(f)) for f in CaseFlag)
 
 TRANSITIONS: Mapping[CaseState, frozenset[CaseState]] = MappingProxyType(
     {
@@ -117,7 +120,7 @@ def _names(states: Iterable[CaseState]) -> str:
 def _json_copy(value: Any, what: str) -> Any:
     """Return a plain-JSON deep copy of ``value``; ProtocolError if it is not JSON-able."""
     try:
-        return json.loads(json.dumps(value, allow_nan=False))
+        return orjson.loads(orjson.dumps(value))
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"{what} is not JSON-serialisable: {exc}") from None
 
@@ -139,6 +142,14 @@ class Case:
     flags: CaseFlag = _NO_FLAGS
     bufs: dict[str, bytes] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    # A set mirror of ``events`` so membership tests stay O(1) for cases that
+    # collect many events (self-diagnosis, a resource that keeps erring).
+    _event_set: set[int] = field(default_factory=set, repr=False, compare=False)
+    # Events added since the daemon last saved the case (incremental persistence).
+    new_events: list[int] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._event_set = set(self.events)
 
     # ---- queries -------------------------------------------------------
 
@@ -177,7 +188,7 @@ class Case:
 
     def contains_event(self, event_id: int) -> bool:
         """Return True if the case references the event (used by replay)."""
-        return event_id in self.events
+        return event_id in self._event_set
 
     def fault_classes(self) -> list[str]:
         """The sorted, unique classes of the suspects (the dictionary lookup key)."""
@@ -197,14 +208,25 @@ class Case:
             )
 
     def add_ereport(self, event_id: int) -> bool:
-        """Add an event to the case; the first one becomes the principal. False if present."""
-        self._require_unsolved(f"add event {event_id}")
+        """Add an event to the case; the first one becomes the principal. False if present.
+
+        Allowed until the case is repaired: errors that keep arriving for a
+        resource already diagnosed faulty join its case instead of opening a
+        new one (the suspect list itself is fixed once the case is solved).
+        """
+        if self.state >= CaseState.REPAIRED:
+            raise CaseStateError(
+                f"case {self.uuid}: cannot add event {event_id} in state {self.state.name}; "
+                "events may be added until the case is repaired"
+            )
         if self.principal is None:
             self.principal = event_id
             self.mark_dirty()
-        if event_id in self.events:
+        if event_id in self._event_set:
             return False
         self.events.append(event_id)
+        self._event_set.add(event_id)
+        self.new_events.append(event_id)
         self.mark_dirty()
         return True
 
@@ -221,8 +243,10 @@ class Case:
         """Make ``event_id`` the principal event (adding it to the case if needed)."""
         self._require_unsolved(f"set principal event {event_id}")
         self.principal = event_id
-        if event_id not in self.events:
+        if event_id not in self._event_set:
             self.events.append(event_id)
+            self._event_set.add(event_id)
+            self.new_events.append(event_id)
         self.mark_dirty()
 
     def add_suspect(self, suspect: Mapping[str, Any]) -> None:
@@ -289,8 +313,18 @@ class Case:
 
     # ---- persistence ---------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able record of the case; DIRTY is not saved, bufs are base64."""
+    def restore_events(self, event_ids: Iterable[int]) -> None:
+        """Set the case's events from the store (they are saved apart from the record)."""
+        self.events = list(dict.fromkeys(event_ids))
+        self._event_set = set(self.events)
+        self.new_events = []
+
+    def to_dict(self, *, include_events: bool = True) -> dict[str, Any]:
+        """A JSON-able record of the case; DIRTY is not saved, bufs are base64.
+
+        The daemon stores the events separately (one row each, written
+        incrementally), so it asks for the record without them.
+        """
         saved = self.flags & ~CaseFlag.DIRTY
         return {
             "uuid": self.uuid,
@@ -298,12 +332,12 @@ class Case:
             "state": self.state.name,
             "open_time_ns": self.open_time_ns,
             "principal": self.principal,
-            "events": list(self.events),
+            "events": list(self.events) if include_events else [],
             "serd_names": list(self.serd_names),
             "suspects": _json_copy(self.suspects, f"case {self.uuid}: suspects"),
             "code": self.code,
             "diag_time_ns": self.diag_time_ns,
-            "flags": [f.name for f in CaseFlag if f in saved],
+            "flags": [name for name, bit in _FLAG_BITS if int(saved) & bit],
             "bufs": {k: base64.b64encode(v).decode("ascii") for k, v in sorted(self.bufs.items())},
             "data": _json_copy(self.data, f"case {self.uuid}: module data"),
         }

@@ -30,7 +30,7 @@ class CheckpointOp:
     module: str
     last_seen: dict[str, int]
     doc: str | None
-    cases: list[tuple[dict[str, Any], list[dict[str, Any]], list[int]]]
+    cases: list[tuple[dict[str, Any], list[dict[str, Any]] | None, list[int]]]
     case_deletes: list[str]
     states: list[tuple[int, int]]
     list_events: list[ListEvent]

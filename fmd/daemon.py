@@ -21,6 +21,7 @@ queue drain and every checkpoint commit, then stop the modules and the writer.
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import socket
 import threading
@@ -44,7 +45,7 @@ from fmd.errors import ConfigError, FmdError, ModuleError
 from fmd.eventq import EventItem, EventQueue
 from fmd.module import ModuleRunner, ModuleState, Plugin, PluginSource, discover
 from fmd.paths import Paths, install_default_conf
-from fmd.protocol import sanitize_authority
+from fmd.protocol import ProtocolError, sanitize_authority, validate_pattern
 from fmd.selfdiag import SelfDiagnosis
 from fmd.serd import SerdSet
 from fmd.store import Store, queries, schema
@@ -123,6 +124,7 @@ class Daemon:
         self.started_ns = time.time_ns()
         self.replayed = 0
         self.adm: AdmServer | None = None
+        self.ingest: Ingest | None = None
 
     # -- start-up ----------------------------------------------------------
     def start(self) -> None:
@@ -174,10 +176,17 @@ class Daemon:
                 r.start()
         if not self.quiesce(300.0):
             log.warning("replay_slow", note="modules still busy after 300 s; starting anyway")
+        # Transports first: once the control socket answers, fmd is fully up.
+        self._start_transports()
         self.adm = AdmServer(self.paths.adm_socket)
         self._register_adm(self.adm)
         self.adm.start()
-        self._start_transports()
+        # Ingest allocates many short-lived objects; the default gen-0 threshold
+        # (700) makes the cyclic collector run thousands of times a second and
+        # rescan everything long-lived.  Freeze what start-up built and collect
+        # less often.
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         log.info(
             "fmd_ready",
             root=str(self.paths.root),
@@ -210,6 +219,7 @@ class Daemon:
         for row in case_rows:
             try:
                 case = Case.from_dict(orjson.loads(row["data"]))
+                case.restore_events(row["events"])
             except (FmdError, ValueError) as exc:
                 log.error("case_restore_failed", uuid=row["uuid"], error=str(exc))
                 continue
@@ -258,10 +268,22 @@ class Daemon:
         try:
             conf = parse_conf(conf_path)
             props = Properties.build(cls.properties, conf.setprops)
+            for pattern, origin in conf.subscriptions:
+                try:
+                    validate_pattern(pattern)
+                except ProtocolError as exc:
+                    raise ConfigError(f"{origin}: {exc}") from None
+            for dname, origin in conf.dictionaries:
+                if self.dicts.get(dname) is None:
+                    raise ConfigError(
+                        f"{origin}: unknown dictionary {dname!r} (known: "
+                        f"{', '.join(self.dicts.names())})"
+                    )
         except ConfigError as exc:
             msg = f"module {name}: {exc}"
             self.load_errors.append(msg)
             log.error("module_config_invalid", module=name, error=str(exc))
+            self._config_defect(name, cls.version, str(exc))
             return None
         dictionaries = list(cls.dictionaries) + [d for d, _ in conf.dictionaries]
         handle = Handle(self.ctx, name, cls.version, props, dictionaries)
@@ -277,6 +299,15 @@ class Daemon:
         runner.name = name
         handle.runner = runner
         return runner
+
+    def _config_defect(self, module: str, version: str, error: str) -> None:
+        """Report a module's invalid configuration to self-diagnosis (FMD-8000-3F)."""
+        sd = self.dispatcher.selfdiag
+        if sd is None or not sd.active:
+            return
+        plugin = sd.plugin
+        assert isinstance(plugin, SelfDiagnosis)
+        sd.call(lambda: plugin.config_error(sd.handle, module, version, error))
 
     def _replay(self) -> None:
         """Dispatch uncommitted events to the modules that have not seen them."""
@@ -510,7 +541,7 @@ class Daemon:
                     "overflowed": r.queue.stats["overflowed"],
                 }
             )
-        xprts = [t.as_dict() for t in self.ingest.transports.values()]
+        xprts = [t.as_dict() for t in self.ingest.transports.values()] if self.ingest else []
         return {
             "uptime_ns": time.time_ns() - self.started_ns,
             "clock": self.clock.now_ns(),

@@ -104,6 +104,30 @@ class Dispatcher:
             self.stats["replayed"] += 1
         return n
 
+    def dispatch_many(self, log: str, events: list[tuple[int, Ereport | ListEvent]]) -> None:
+        """Queue many committed events (in id order) with one lock per module queue."""
+        per_runner: dict[ModuleRunner, list[EventItem]] = {}
+        by_class: dict[str, list[ModuleRunner]] = {}
+        for event_id, event in events:
+            if isinstance(event, ListEvent):
+                runners = self.targets(event)
+            else:
+                found = by_class.get(event.cls)
+                if found is None:
+                    found = by_class[event.cls] = self.targets(event)
+                runners = found
+            for runner in runners:
+                items = per_runner.get(runner)
+                if items is None:
+                    items = per_runner[runner] = []
+                items.append(EventItem(log, event_id, event))
+        for runner, items in per_runner.items():
+            self._pending[runner.name][log].extend(item.id for item in items)
+            runner.queue.put_events(items)
+            self.stats["dispatched"] += len(items)
+        if events and events[-1][0] > self.dispatched_max[log]:
+            self.dispatched_max[log] = events[-1][0]
+
     def set_committed(self, log: str, upto: int) -> None:
         """Start-up: every id <= ``upto`` is already committed."""
         self.committed_upto[log] = upto
@@ -150,5 +174,5 @@ class Dispatcher:
         for op in batch:
             publish: Any = getattr(op, "published", None)
             if publish:
-                for log, eid, ev in publish:
-                    self.dispatch(log, eid, ev)
+                log = publish[0][0]
+                self.dispatch_many(log, [(eid, ev) for _, eid, ev in publish])

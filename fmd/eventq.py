@@ -82,6 +82,25 @@ class EventQueue:
                 self.stats["max_len"] = n
             self._cond.notify()
 
+    def put_events(self, items: list[EventItem]) -> None:
+        """Append many events at once (one lock, one wake-up)."""
+        with self._cond:
+            if self._overflow or len(self._items) + len(items) > self._limit:
+                room = 0 if self._overflow else max(0, self._limit - len(self._items))
+                keep, spill = items[:room], items[room:]
+                self.stats["overflowed"] += len(spill)
+                self._overflow.extend((i.log, i.id) for i in spill)
+            else:
+                keep = items
+            now = time.monotonic_ns()
+            self._items.extend(keep)
+            self._enq_times.extend([now] * len(keep))
+            self.stats["enqueued"] += len(items)
+            n = len(self._items) + len(self._overflow)
+            if n > self.stats["max_len"]:
+                self.stats["max_len"] = n
+            self._cond.notify()
+
     def put_front(self, item: TimeoutItem | CallItem) -> None:
         with self._cond:
             self._items.appendleft(item)

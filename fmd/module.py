@@ -203,7 +203,7 @@ class ModuleRunner:
         origin: str,
         load_overflow: Callable[[list[tuple[str, int]]], list[EventItem]],
         on_failure: Callable[[ModuleRunner, BaseException], None],
-        batch: int = 256,
+        batch: int = 2048,
     ) -> None:
         self.plugin = plugin
         self.handle = handle

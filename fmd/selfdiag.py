@@ -32,6 +32,8 @@ class SelfDiagnosis(Plugin):
     def init(self, hdl: Handle) -> None:
         hdl.stat("nosub", "events with no subscriber")
         hdl.stat("module", "module failures diagnosed")
+        hdl.stat("config", "invalid module configuration files diagnosed")
+        hdl.stat("config", "invalid module configuration files diagnosed")
         hdl.stat("dropped", "events dropped silently")
 
     def recv(self, hdl: Handle, event: Any) -> None:
@@ -43,12 +45,10 @@ class SelfDiagnosis(Plugin):
         by_class: dict[str, str] = hdl.specific.setdefault("nosub", {})
         uuid = by_class.get(cls)
         case = hdl.case_get(uuid) if uuid else None
-        if case is not None and case.is_unsolved:
-            hdl.case_add_ereport(case, event)
-            return
         if case is not None:
-            # The case for this class is already diagnosed: the event joins no
-            # new case, so operators see one defect per class.
+            # One case per class: while it is outstanding, more events of the
+            # class join it rather than producing another diagnosis.
+            hdl.case_add_ereport(case, event)
             return
         case = hdl.case_open({"class": cls})
         hdl.case_add_ereport(case, event)
@@ -63,10 +63,16 @@ class SelfDiagnosis(Plugin):
     def module_failed(self, hdl: Handle, module: str, version: str, error: str) -> None:
         """Open and solve a ``defect.sunos.fmd.module`` case for a failed module."""
         hdl.stat("module").incr()
+        self._defect(hdl, "defect.sunos.fmd.module", module, version, error)
+
+    def config_error(self, hdl: Handle, module: str, version: str, error: str) -> None:
+        """Open and solve a ``defect.sunos.fmd.config`` case for an invalid .conf file."""
+        hdl.stat("config").incr()
+        self._defect(hdl, "defect.sunos.fmd.config", module, version, error)
+
+    @staticmethod
+    def _defect(hdl: Handle, cls: str, module: str, version: str, error: str) -> None:
         case = hdl.case_open({"module": module, "error": error})
         fmri = FmdFmri(mod_name=module, mod_version=version)
-        hdl.case_add_suspect(
-            case,
-            hdl.create_fault("defect.sunos.fmd.module", 100, asru=fmri, fru=fmri, resource=fmri),
-        )
+        hdl.case_add_suspect(case, hdl.create_fault(cls, 100, asru=fmri, fru=fmri, resource=fmri))
         hdl.case_solve(case)

@@ -43,7 +43,7 @@ is rewritten after the dispatch that caused it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, KeysView, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -192,11 +192,14 @@ class SerdEngine:
 class SerdSet:
     """The SERD engines of one module, keyed by engine name."""
 
-    __slots__ = ("_engines", "_membership_dirty")
+    __slots__ = ("_engines", "_membership_dirty", "_touched")
 
     def __init__(self) -> None:
         self._engines: dict[str, SerdEngine] = {}
         self._membership_dirty = False
+        # Names of engines handed out or changed since clear_dirty(): only these
+        # can be dirty, so a checkpoint never walks every engine.
+        self._touched: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._engines)
@@ -208,6 +211,10 @@ class SerdSet:
         """Iterate over the engines in name order."""
         for name in sorted(self._engines):
             yield self._engines[name]
+
+    def keys(self) -> KeysView[str]:
+        """The engine names, unsorted (a live view)."""
+        return self._engines.keys()
 
     def names(self) -> list[str]:
         """The engine names, sorted."""
@@ -222,6 +229,7 @@ class SerdSet:
         engine = SerdEngine(name=name, n=n, t_ns=t_ns, dirty=True)
         self._engines[name] = engine
         self._membership_dirty = True
+        self._touched.add(name)
         return engine
 
     def exists(self, name: str) -> bool:
@@ -231,16 +239,19 @@ class SerdSet:
     def get(self, name: str) -> SerdEngine:
         """Return the named engine; SerdError if there is none."""
         try:
-            return self._engines[name]
+            engine = self._engines[name]
         except KeyError:
             raise SerdError(
                 f"SERD engine {name!r} does not exist; create it before using it"
             ) from None
+        self._touched.add(name)
+        return engine
 
     def destroy(self, name: str) -> None:
         """Remove the named engine; SerdError if there is none."""
         self.get(name)
         del self._engines[name]
+        self._touched.discard(name)
         self._membership_dirty = True
 
     def record(self, name: str, event_id: int, time_ns: int) -> bool:
@@ -261,7 +272,13 @@ class SerdSet:
 
     def gc(self) -> int:
         """Garbage-collect every engine; return the number of events dropped."""
-        return sum(engine.gc() for engine in self._engines.values())
+        dropped = 0
+        for name, engine in self._engines.items():
+            n = engine.gc()
+            if n:
+                self._touched.add(name)
+                dropped += n
+        return dropped
 
     def contains_event(self, event_id: int) -> bool:
         """Return True if any engine holds a reference to ``event_id`` (used by replay)."""
@@ -270,17 +287,22 @@ class SerdSet:
     @property
     def dirty(self) -> bool:
         """True if an engine changed, or one was created or destroyed, since clear_dirty()."""
-        return self._membership_dirty or any(e.dirty for e in self._engines.values())
+        return self._membership_dirty or any(
+            self._engines[n].dirty for n in self._touched if n in self._engines
+        )
 
     def dirty_names(self) -> list[str]:
         """The names of the engines changed since the last clear_dirty(), sorted."""
-        return sorted(name for name, engine in self._engines.items() if engine.dirty)
+        return sorted(n for n in self._touched if n in self._engines and self._engines[n].dirty)
 
     def clear_dirty(self) -> None:
         """Mark every engine clean (after the module's checkpoint was written)."""
         self._membership_dirty = False
-        for engine in self._engines.values():
-            engine.dirty = False
+        for name in self._touched:
+            engine = self._engines.get(name)
+            if engine is not None:
+                engine.dirty = False
+        self._touched.clear()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able checkpoint record of every engine, keyed by name."""

@@ -77,7 +77,7 @@ class IngestOp:
     def __init__(
         self,
         events: list[Ereport],
-        rows: list[dict[str, Any]],
+        rows: list[list[Any]],
         on_done: Done,
         offset: tuple[str, str, int] | None = None,
     ) -> None:
@@ -92,7 +92,7 @@ class IngestOp:
         if self.events:
             first = tx.allocate("errlog", len(self.events))
             for i, (ev, row) in enumerate(zip(self.events, self.rows, strict=True)):
-                ev.id = row["id"] = first + i
+                ev.id = row[0] = first + i
             tx.insert_errlog(self.rows)
             self.published = [("errlog", ev.id, ev) for ev in self.events]  # type: ignore[misc]
         if self.offset is not None:

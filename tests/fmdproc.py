@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -143,10 +144,19 @@ class FmdProcess:
                 line = line.encode()
             data.append(line + b"\n")
         with self.connect() as s:
-            s.sendall(b"".join(data))
-            s.shutdown(socket.SHUT_WR)
+
+            def send() -> None:
+                s.sendall(b"".join(data))
+                s.shutdown(socket.SHUT_WR)
+
+            # Write from a thread while reading, so large inputs cannot deadlock
+            # on full socket buffers.
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
             rfile = s.makefile("rb")
-            return [orjson.loads(r) for r in rfile]
+            replies = [orjson.loads(r) for r in rfile]
+            sender.join()
+            return replies
 
     def cli(
         self, prog: str, *args: str, input: bytes | None = None

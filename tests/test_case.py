@@ -153,14 +153,13 @@ def test_fault_classes_are_sorted_and_unique() -> None:
 @pytest.mark.parametrize(
     "edit",
     [
-        lambda c: c.add_ereport(99),
         lambda c: c.add_suspect(SUSPECT),
         lambda c: c.set_principal(99),
         lambda c: c.add_serd("serd.x", [99]),
     ],
 )
 def test_edits_after_solve_are_refused(edit: Any) -> None:
-    """Events, suspects, principal and SERD engines can only be added while UNSOLVED."""
+    """Suspects, principal and SERD engines can only be added while UNSOLVED."""
     case = solved_case()
     before = case.to_dict()
     with pytest.raises(CaseStateError, match=f"case {UUID}: cannot .* in state SOLVED"):
@@ -169,6 +168,18 @@ def test_edits_after_solve_are_refused(edit: Any) -> None:
 
 
 # ---- transitions -----------------------------------------------------------
+
+
+def test_events_join_a_solved_case_until_it_is_repaired() -> None:
+    """Errors for a resource already diagnosed join its case while it is solved or closed."""
+    case = solved_case()
+    assert case.add_ereport(99) is True
+    case.close()
+    case.transition(S.CLOSED)
+    assert case.add_ereport(100) is True
+    case.repair()
+    with pytest.raises(CaseStateError, match="until the case is repaired"):
+        case.add_ereport(101)
 
 
 def test_solve_sets_code_time_flags_and_state() -> None:
@@ -337,7 +348,7 @@ class CaseMachine(RuleBasedStateMachine):
 
     @rule(event_id=st.integers(0, 20))
     def add_ereport(self, event_id: int) -> None:
-        if self.state is not S.UNSOLVED:
+        if self.state >= S.REPAIRED:
             with pytest.raises(CaseStateError):
                 self.case.add_ereport(event_id)
             return

@@ -209,8 +209,9 @@ def run_crash_rounds(fmd: FmdProcess, db: Engine, *, rounds: int, seed: int) -> 
         replayed.append(fmd.adm("stats")["dispatch"]["replayed"])
         st = read_store(db)
         assert sorted(acked - set(st.seqs)) == [], f"{where}: acknowledged seqs lost"
-        assert [s for s, c in Counter(st.seqs).items() if c > 1] == [], \
+        assert [s for s, c in Counter(st.seqs).items() if c > 1] == [], (
             f"{where}: seqs stored twice"
+        )
         assert engine_counts(fmd) == expected_engine_counts(st), where
 
     fmd.quiesce()
@@ -255,9 +256,7 @@ def sqlite_reader(fmd: FmdProcess) -> Engine:
     return create_engine(f"sqlite:///{fmd.paths.db_file}", poolclass=NullPool)
 
 
-def test_sigkill_loses_and_duplicates_nothing(
-    root: Path, fmd_factory: list[FmdProcess]
-) -> None:
+def test_sigkill_loses_and_duplicates_nothing(root: Path, fmd_factory: list[FmdProcess]) -> None:
     """SIGKILL mid-stream (6 rounds, SQLite) loses no acknowledged ereport and counts each once."""
     fmd = FmdProcess(root, plugins=["crashtest"])
     fmd_factory.append(fmd)
@@ -307,12 +306,18 @@ def test_sigkill_loses_and_duplicates_nothing_postgres(
         run_crash_rounds(fmd, db, rounds=3, seed=SEED + 1)
         # The daemon kept its tables in the test's own schema (the URL's search_path).
         with db.connect() as conn:
-            found = conn.execute(
-                text("SELECT table_name FROM information_schema.tables "
-                     "WHERE table_schema = :s AND table_name IN ('errlog', 'checkpoints') "
-                     "ORDER BY table_name"),
-                {"s": pg_schema.name},
-            ).scalars().all()
+            found = (
+                conn.execute(
+                    text(
+                        "SELECT table_name FROM information_schema.tables "
+                        "WHERE table_schema = :s AND table_name IN ('errlog', 'checkpoints') "
+                        "ORDER BY table_name"
+                    ),
+                    {"s": pg_schema.name},
+                )
+                .scalars()
+                .all()
+            )
         assert found == ["checkpoints", "errlog"]
     finally:
         db.dispose()

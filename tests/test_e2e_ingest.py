@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from fmd.errors import AdmError
 from tests.fmdproc import FmdProcess
 
 pytestmark = pytest.mark.e2e
@@ -84,7 +85,14 @@ def restart(fmd: FmdProcess) -> FmdProcess:
     """
     fmd.start()
     want = 1 + len([f for f in fmd.props.get("xprt.file", "").split(",") if f])
-    wait_for("the transports", lambda: len(fmd.adm("stats")["transports"]) == want)
+
+    def running() -> bool:
+        try:
+            return len(fmd.adm("stats")["transports"]) == want
+        except AdmError:
+            return False
+
+    wait_for("the transports", running)
     return fmd
 
 
@@ -128,8 +136,9 @@ def test_bad_lines_refused_good_lines_stored(root: Path, fmd_factory: list[FmdPr
     # An over-long line split across reads is refused, and the rest of it is
     # skipped without eating the good line that follows on the connection.
     long_line = orjson.dumps({"class": "ereport.test.x", "pad": "y" * 10_000})
-    split = exchange(fmd, long_line[:5000], long_line[5000:] + b"\n" +
-                     encode([{**GOOD, "n": 99}]), pause=0.2)
+    split = exchange(
+        fmd, long_line[:5000], long_line[5000:] + b"\n" + encode([{**GOOD, "n": 99}]), pause=0.2
+    )
     assert len(split) == 2
     assert split[0]["ok"] is False
     assert "exceeds 4096 bytes" in split[0]["error"]
@@ -138,11 +147,15 @@ def test_bad_lines_refused_good_lines_stored(root: Path, fmd_factory: list[FmdPr
     assert fmd.adm("ping")["pid"] == fmd.proc.pid  # type: ignore[union-attr]
     st = xprt_stats(fmd, "socket")
     assert (st["received"], st["accepted"], st["rejected"]) == (
-        len(lines) + 2, len(BAD) + 2, len(BAD) + 1)
+        len(lines) + 2,
+        len(BAD) + 2,
+        len(BAD) + 1,
+    )
     stored = fmd.errlog_json()
     assert [e["n"] for e in stored] == [*range(len(BAD) + 1), 99]
-    assert [int(e["ena"], 16) for e in stored] == \
-        [r["ena"] for r in good_replies] + [split[1]["ena"]]
+    assert [int(e["ena"], 16) for e in stored] == [r["ena"] for r in good_replies] + [
+        split[1]["ena"]
+    ]
     assert {e["class"] for e in stored} == {"ereport.test.good"}
 
 
@@ -185,11 +198,16 @@ def test_event_time_and_ena(root: Path, fmd_factory: list[FmdProcess]) -> None:
 def test_clock_advance_orders_with_events(root: Path, fmd_factory: list[FmdProcess]) -> None:
     """An event after addhrtime on the same connection is stamped with the advanced clock."""
     fmd = start(root, fmd_factory, clock="simulated")
-    replies = exchange(fmd, encode([
-        {"class": "ereport.test.t", "k": "before"},
-        {"class": "resource.fm.fmd.clock.addhrtime", "delta": 1800 * 10**9},
-        {"class": "ereport.test.t", "k": "after"},
-    ]))
+    replies = exchange(
+        fmd,
+        encode(
+            [
+                {"class": "ereport.test.t", "k": "before"},
+                {"class": "resource.fm.fmd.clock.addhrtime", "delta": 1800 * 10**9},
+                {"class": "ereport.test.t", "k": "after"},
+            ]
+        ),
+    )
     assert replies[1] == {"ok": True}
     assert [r["ok"] for r in replies] == [True] * 3
     times = {e["k"]: e["time"] for e in fmd.errlog_json()}
@@ -264,8 +282,7 @@ def stored_tags(fmd: FmdProcess) -> list[tuple[str, int]]:
 
 
 def test_file_follow(root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]) -> None:
-    """Appended lines are stored, a partial line only once complete, bad lines are
-    skipped and counted, and a replacement file is read from its start."""
+    """Appended lines are stored, partial lines once complete, bad ones skipped, a new file read."""
     path = tmp_path / "events.jsonl"
     append(path, encode([ev("a", 0), ev("a", 1)]))
     fmd = start(root, fmd_factory, **{"xprt.file": str(path)})
@@ -292,8 +309,9 @@ def test_file_follow(root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]) 
     assert (st["received"], st["accepted"], st["rejected"]) == (9, 7, 2)
 
 
-def test_file_overlong_line_skipped_whole(root: Path, tmp_path: Path,
-                                          fmd_factory: list[FmdProcess]) -> None:
+def test_file_overlong_line_skipped_whole(
+    root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]
+) -> None:
     """A line over xprt.maxline written in pieces is one rejection, and its tail is skipped."""
     path = tmp_path / "events.jsonl"
     name = f"file:{path}"
@@ -308,8 +326,7 @@ def test_file_overlong_line_skipped_whole(root: Path, tmp_path: Path,
     assert stored_tags(fmd) == [("ok", 1)]
 
 
-def test_file_restart_resumes(root: Path, tmp_path: Path,
-                              fmd_factory: list[FmdProcess]) -> None:
+def test_file_restart_resumes(root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]) -> None:
     """After a clean stop, lines written while down and after restart are each stored once."""
     path = tmp_path / "events.jsonl"
     name = f"file:{path}"
@@ -326,8 +343,9 @@ def test_file_restart_resumes(root: Path, tmp_path: Path,
     assert stored_tags(fmd) == [("x", i) for i in range(6)]
 
 
-def test_file_sigkill_stores_each_line_once(root: Path, tmp_path: Path,
-                                            fmd_factory: list[FmdProcess]) -> None:
+def test_file_sigkill_stores_each_line_once(
+    root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]
+) -> None:
     """Killed with SIGKILL part-way through a file, fmd stores every line exactly once."""
     path = tmp_path / "events.jsonl"
     name = f"file:{path}"
@@ -345,6 +363,9 @@ def test_file_sigkill_stores_each_line_once(root: Path, tmp_path: Path,
 
     append(path, last[20:] + b"\n")
     restart(fmd)
-    wait_for("the rest of the file",
-             lambda: xprt_stats(fmd, name)["accepted"] >= total + 1 - len(stored), timeout=60)
+    wait_for(
+        "the rest of the file",
+        lambda: xprt_stats(fmd, name)["accepted"] >= total + 1 - len(stored),
+        timeout=60,
+    )
     assert [e["n"] for e in fmd.errlog_json("-c", "ereport.test.file")] == list(range(total + 1))

@@ -43,8 +43,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         admin.dispose()
 
 
-def _row(i: int, *, cls: str = "ereport.test.a", ena: int = 1, state: int = 1) -> dict[str, Any]:
-    return {
+def _row(i: int, *, cls: str = "ereport.test.a", ena: int = 1, state: int = 1) -> tuple[Any, ...]:
+    row = {
         "id": i,
         "time_ns": 1000 + i,
         "recv_ns": 2000 + i,
@@ -57,6 +57,7 @@ def _row(i: int, *, cls: str = "ereport.test.a", ena: int = 1, state: int = 1) -
         "injected": False,
         "xprt": "test",
     }
+    return tuple(row[c] for c in schema.ERRLOG_COLUMNS)
 
 
 class _Op:
@@ -237,21 +238,23 @@ def test_ena_round_trips_full_64_bits(store: Store) -> None:
 
 
 def test_class_globs_filter_in_sql(store: Store) -> None:
-    """fmdump's class globs (ORed) select in the database, with LIKE metacharacters escaped."""
+    """fmdump's class globs (ORed, case-sensitive) select in the database; % and _ are literal."""
     writer = store.writer()
     writer.start()
-    classes = ["ereport.cpu.a", "ereport.cpu.b_c", "ereport.mem.x", "ereport.cpu%"]
+    classes = ["ereport.cpu.a", "ereport.cpu.b_c", "ereport.mem.x", "ereport.cpu%", "ereport.CPU.z"]
     writer.call(lambda tx: tx.insert_errlog([_row(i + 1, cls=c) for i, c in enumerate(classes)]))
     writer.stop()
 
     def sel(*globs: str) -> list[str]:
         with store.reader() as conn:
-            return [r._mapping["class"] for r in conn.execute(queries.errlog_select(classes=globs))]
+            q = queries.errlog_select(classes=globs, sqlite=store.sqlite)
+            return [r._mapping["class"] for r in conn.execute(q)]
 
     assert sel("ereport.cpu.*") == ["ereport.cpu.a", "ereport.cpu.b_c"]
     assert sel("ereport.cpu.b?c") == ["ereport.cpu.b_c"]
     assert sel("*.x", "ereport.cpu.a") == ["ereport.cpu.a", "ereport.mem.x"]
     assert sel("ereport.cpu%") == ["ereport.cpu%"]
+    assert sel("ereport.CPU.*") == ["ereport.CPU.z"]
 
 
 def test_readonly_store_needs_an_existing_database(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def cli(
     try:
         with store.reader() as conn:
             if errlog:
-                rows = conn.execute(queries.errlog_select(classes=classes))
+                rows = conn.execute(queries.errlog_select(classes=classes, sqlite=store.sqlite))
                 if not as_json:
                     click.echo(
                         f"{'TIME':<20} {'CLASS':<37} ENA"
@@ -108,7 +108,9 @@ def cli(
                     else:
                         click.echo(f"{fmdump_date(row.time_ns):<20} {row._mapping['class']}")
             else:
-                rows = conn.execute(queries.fltlog_select(classes=classes, uuids=uuids))
+                rows = conn.execute(
+                    queries.fltlog_select(classes=classes, uuids=uuids, sqlite=store.sqlite)
+                )
                 if not as_json:
                     click.echo(f"{'TIME':<20} {'UUID':<36} SUNW-MSG-ID EVENT")
                 for row in rows:

@@ -10,21 +10,24 @@ from fmd.protocol import Ereport, ListEvent, parse_fmri_cached
 from fmd.store import schema
 
 
-def ereport_row(ev: Ereport, *, recv_ns: int, xprt: str) -> dict[str, Any]:
-    """The errlog row of an ereport (``ev.id`` must be set)."""
-    return {
-        "id": ev.id,
-        "time_ns": ev.time_ns,
-        "recv_ns": recv_ns,
-        "ena": schema.ena_to_db(ev.ena),
-        "class": ev.cls,
-        "detector": ev.detector_str,
-        "payload": orjson.dumps(ev.payload).decode(),
-        "state": schema.STATE_RECEIVED,
-        "committed": False,
-        "injected": ev.injected,
-        "xprt": xprt,
-    }
+def ereport_row(ev: Ereport, *, recv_ns: int, xprt: str) -> list[Any]:
+    """The errlog row of an ereport, in ``schema.ERRLOG_COLUMNS`` order.
+
+    The first item is the id, ``ev.id`` (None until the writer assigns it).
+    """
+    return [
+        ev.id,
+        ev.time_ns,
+        recv_ns,
+        schema.ena_to_db(ev.ena),
+        ev.cls,
+        ev.detector_str,
+        orjson.dumps(ev.payload).decode(),
+        schema.STATE_RECEIVED,
+        False,
+        ev.injected,
+        xprt,
+    ]
 
 
 def row_ereport(row: Any) -> Ereport:

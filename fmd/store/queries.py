@@ -29,6 +29,18 @@ def glob_to_like(pattern: str) -> str:
     return "".join(out)
 
 
+def class_glob(column: Any, patterns: Sequence[str], sqlite: bool) -> Any:
+    """A case-sensitive shell-glob match of ``column`` against any of ``patterns``.
+
+    SQLite's GLOB is exactly a shell glob (``*``, ``?``, ``[...]``) and can use
+    the class index for a literal prefix; elsewhere LIKE (case-sensitive on
+    PostgreSQL) with the glob translated.
+    """
+    if sqlite:
+        return or_(*(column.op("GLOB")(p) for p in patterns))
+    return or_(*(column.like(glob_to_like(p), escape="\\") for p in patterns))
+
+
 def load_checkpoints(conn: Connection) -> dict[str, str]:
     """Every module's checkpoint document, by module name."""
     t = schema.checkpoints
@@ -87,13 +99,14 @@ def errlog_select(
     since_ns: int | None = None,
     until_ns: int | None = None,
     ids: Sequence[int] | None = None,
+    sqlite: bool = True,
 ) -> Select[Any]:
     """SELECT over the error log with fmdump's filters (same-letter filters OR, others AND)."""
     t = schema.errlog
     q = select(t)
     conds = []
     if classes:
-        conds.append(or_(*(t.c["class"].like(glob_to_like(p), escape="\\") for p in classes)))
+        conds.append(class_glob(t.c["class"], classes, sqlite))
     if since_ns is not None:
         conds.append(t.c.time_ns >= since_ns)
     if until_ns is not None:
@@ -111,13 +124,14 @@ def fltlog_select(
     uuids: Sequence[str] = (),
     since_ns: int | None = None,
     until_ns: int | None = None,
+    sqlite: bool = True,
 ) -> Select[Any]:
     """SELECT over the fault log with fmdump's filters."""
     t = schema.fltlog
     q = select(t)
     conds = []
     if classes:
-        conds.append(or_(*(t.c["class"].like(glob_to_like(p), escape="\\") for p in classes)))
+        conds.append(class_glob(t.c["class"], classes, sqlite))
     if uuids:
         conds.append(t.c.uuid.in_(list(uuids)))
     if since_ns is not None:

@@ -59,6 +59,9 @@ errlog = Table(
     Column("xprt", String(64), nullable=False),
 )
 Index("ix_errlog_time", errlog.c.time_ns)
+
+# Column order of the tuples given to WriteTxn.insert_errlog.
+ERRLOG_COLUMNS = tuple(c.name for c in errlog.columns)
 Index("ix_errlog_class", errlog.c["class"])
 Index(
     "ix_errlog_uncommitted",

@@ -29,9 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, and_, case, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine, Table, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from fmd.store import schema
@@ -52,12 +50,38 @@ class WriteOp(Protocol):
 
 
 class WriteTxn:
-    """The operations available inside one writer transaction."""
+    """The operations available inside one writer transaction.
+
+    Bulk writes go to the driver as plain SQL with tuples (``executemany``),
+    the cheapest path through SQLAlchemy; the statements use only SQL that
+    SQLite and PostgreSQL share (``INSERT ... ON CONFLICT``).  Module state is
+    coalesced per transaction: when a module checkpoints several times in one
+    transaction only its last document is written, and every case changed in
+    the transaction is written once, all in a few ``executemany`` calls made
+    by :meth:`flush`.
+    """
+
+    _sql: dict[tuple[str, str], str] = {}
 
     def __init__(self, conn: Connection, ids: dict[str, int]) -> None:
         self.conn = conn
         self._ids = ids
-        self._pg = conn.dialect.name == "postgresql"
+        self._dialect = conn.dialect.name
+        self._mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        self._ckpts: dict[str, tuple[str, int]] = {}
+        self._cases: dict[str, tuple[Mapping[str, Any], Sequence[Mapping[str, Any]] | None]] = {}
+        self._case_events: list[tuple[str, int]] = []
+
+    def _stmt(self, key: str, build: Callable[[str], str]) -> str:
+        ck = (self._dialect, key)
+        sql = self._sql.get(ck)
+        if sql is None:
+            sql = self._sql[ck] = build(self._mark)
+        return sql
+
+    def _many(self, key: str, build: Callable[[str], str], rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self.conn.exec_driver_sql(self._stmt(key, build), rows)
 
     # -- ids -------------------------------------------------------------
     def allocate(self, log_name: str, count: int) -> int:
@@ -67,102 +91,155 @@ class WriteTxn:
         return first
 
     # -- logs ------------------------------------------------------------
-    def insert_errlog(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        if rows:
-            self.conn.execute(schema.errlog.insert(), list(rows))
+    def insert_errlog(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert error-log rows given as sequences in ``ERRLOG_COLUMNS`` order."""
+        self._many("errlog", lambda m: _insert_sql(schema.errlog, m), [tuple(r) for r in rows])
 
     def insert_fltlog(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        if rows:
-            self.conn.execute(schema.fltlog.insert(), list(rows))
+        self._many("fltlog", lambda m: _insert_sql(schema.fltlog, m), _tuples(schema.fltlog, rows))
 
     def advance_states(self, updates: Iterable[tuple[int, int]]) -> None:
         """Move errlog events forward to a new state (never backwards)."""
-        params = [{"b_id": i, "b_state": s} for i, s in updates]
-        if not params:
-            return
-        t = schema.errlog
-        from sqlalchemy import bindparam
-
-        stmt = (
-            update(t)
-            .where(and_(t.c.id == bindparam("b_id"), t.c.state < bindparam("b_state")))
-            .values(state=bindparam("b_state"))
+        self._many(
+            "advance",
+            lambda m: f"UPDATE errlog SET state = {m} WHERE id = {m} AND state < {m}",
+            [(state, eid, state) for eid, state in updates],
         )
-        self.conn.execute(stmt, params)
 
     def commit_range(self, log_name: str, lo: int, hi: int) -> None:
         """Mark ids in (lo, hi] committed; errlog rows still RECEIVED become DISCARDED."""
         if hi <= lo:
             return
         if log_name == "errlog":
-            t = schema.errlog
-            self.conn.execute(
-                update(t)
-                .where(and_(t.c.id > lo, t.c.id <= hi, t.c.committed.is_(False)))
-                .values(
-                    committed=True,
-                    state=case(
-                        (t.c.state == schema.STATE_RECEIVED, schema.STATE_DISCARDED),
-                        else_=t.c.state,
-                    ),
-                )
+            sql = self._stmt(
+                "commit_errlog",
+                lambda m: (
+                    "UPDATE errlog SET committed = TRUE, state = CASE WHEN state = "
+                    f"{schema.STATE_RECEIVED} THEN {schema.STATE_DISCARDED} ELSE state END "
+                    f"WHERE id > {m} AND id <= {m} AND committed = FALSE"
+                ),
             )
         else:
-            t = schema.fltlog
-            self.conn.execute(
-                update(t)
-                .where(and_(t.c.id > lo, t.c.id <= hi, t.c.committed.is_(False)))
-                .values(committed=True)
+            sql = self._stmt(
+                "commit_fltlog",
+                lambda m: (
+                    f"UPDATE fltlog SET committed = TRUE WHERE id > {m} AND id <= {m} "
+                    "AND committed = FALSE"
+                ),
             )
+        self.conn.exec_driver_sql(sql, (lo, hi))
 
     # -- module state ----------------------------------------------------
     def upsert(self, table: Table, values: Mapping[str, Any], keys: Sequence[str]) -> None:
-        ins = pg_insert(table) if self._pg else sqlite_insert(table)
-        stmt = ins.values(**values)
-        rest = {k: stmt.excluded[k] for k in values if k not in keys}
-        self.conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=rest))
-
-    def save_checkpoint(self, module: str, data: str, now_ns: int) -> None:
-        self.upsert(
-            schema.checkpoints,
-            {"module": module, "data": data, "updated_ns": now_ns},
-            ["module"],
+        """Insert a full row or replace the one with the same key."""
+        self._many(
+            f"upsert_{table.name}", lambda m: _upsert_sql(table, keys, m), _tuples(table, [values])
         )
 
+    def save_checkpoint(self, module: str, data: str, now_ns: int) -> None:
+        """Record a module's checkpoint; only the last one per transaction is written."""
+        self._ckpts[module] = (data, now_ns)
+
     def delete_checkpoint(self, module: str) -> None:
-        self.conn.execute(delete(schema.checkpoints).where(schema.checkpoints.c.module == module))
+        self._ckpts.pop(module, None)
+        self.conn.exec_driver_sql(
+            self._stmt("ckpt_delete", lambda m: f"DELETE FROM checkpoints WHERE module = {m}"),
+            (module,),
+        )
 
     def save_case(
         self,
         row: Mapping[str, Any],
-        suspects: Sequence[Mapping[str, Any]],
+        suspects: Sequence[Mapping[str, Any]] | None,
         event_ids: Sequence[int],
     ) -> None:
-        """Write a case with its suspects and its events, replacing what was there."""
+        """Save a case; ``suspects`` None means unchanged; ``event_ids`` are the new events."""
         uuid = row["uuid"]
-        self.upsert(schema.cases, row, ["uuid"])
-        self.conn.execute(delete(schema.suspects).where(schema.suspects.c.uuid == uuid))
-        if suspects:
-            self.conn.execute(schema.suspects.insert(), list(suspects))
-        have = {
-            r[0]
-            for r in self.conn.execute(
-                select(schema.case_events.c.event_id).where(schema.case_events.c.uuid == uuid)
-            )
-        }
-        new = [{"uuid": uuid, "event_id": e} for e in event_ids if e not in have]
-        if new:
-            self.conn.execute(schema.case_events.insert(), new)
+        prev = self._cases.get(uuid)
+        if suspects is None and prev is not None:
+            suspects = prev[1]
+        self._cases[uuid] = (row, suspects)
+        self._case_events.extend((uuid, e) for e in event_ids)
 
     def delete_case(self, uuid: str) -> None:
-        for t in (schema.case_events, schema.suspects, schema.cases):
-            self.conn.execute(delete(t).where(t.c.uuid == uuid))
+        self._cases.pop(uuid, None)
+        self._case_events = [ce for ce in self._case_events if ce[0] != uuid]
+        for table in ("case_events", "suspects", "cases"):
+            self.conn.exec_driver_sql(
+                self._stmt(f"delete_{table}", _delete_by_uuid(table)), (uuid,)
+            )
 
     def save_resource(self, values: Mapping[str, Any]) -> None:
         self.upsert(schema.resources, values, ["fmri", "uuid"])
 
     def set_offset(self, name: str, ident: str, offset: int) -> None:
         self.upsert(schema.xprt_offsets, {"name": name, "ident": ident, "offset": offset}, ["name"])
+
+    def flush(self) -> None:
+        """Write the coalesced cases and checkpoints (the writer calls this last)."""
+        if self._cases:
+            rows = [row for row, _ in self._cases.values()]
+            self._many(
+                "upsert_cases",
+                lambda m: _upsert_sql(schema.cases, ["uuid"], m),
+                _tuples(schema.cases, rows),
+            )
+            changed = [(u,) for u, (_, sus) in self._cases.items() if sus is not None]
+            self._many(
+                "suspects_delete", lambda m: f"DELETE FROM suspects WHERE uuid = {m}", changed
+            )
+            new_suspects = [s for _, sus in self._cases.values() if sus for s in sus]
+            self._many(
+                "suspects",
+                lambda m: _insert_sql(schema.suspects, m),
+                _tuples(schema.suspects, new_suspects),
+            )
+            self._cases.clear()
+        if self._case_events:
+            self._many(
+                "case_events",
+                lambda m: _insert_sql(schema.case_events, m, ignore=["uuid", "event_id"]),
+                self._case_events,
+            )
+            self._case_events = []
+        if self._ckpts:
+            rows = [{"module": k, "data": d, "updated_ns": t} for k, (d, t) in self._ckpts.items()]
+            self._many(
+                "upsert_checkpoints",
+                lambda m: _upsert_sql(schema.checkpoints, ["module"], m),
+                _tuples(schema.checkpoints, rows),
+            )
+            self._ckpts.clear()
+
+
+def _delete_by_uuid(table: str) -> Callable[[str], str]:
+    return lambda mark: f"DELETE FROM {table} WHERE uuid = {mark}"
+
+
+def _tuples(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    cols = [c.name for c in table.columns]
+    return [tuple(r[c] for c in cols) for r in rows]
+
+
+def _cols(table: Table) -> str:
+    return ", ".join(f'"{c.name}"' for c in table.columns)
+
+
+def _insert_sql(table: Table, mark: str, ignore: Sequence[str] | None = None) -> str:
+    """INSERT of every column of ``table``; ``ignore`` adds ON CONFLICT (...) DO NOTHING."""
+    marks = ", ".join([mark] * len(table.columns))
+    sql = f'INSERT INTO "{table.name}" ({_cols(table)}) VALUES ({marks})'
+    if ignore:
+        sql += f" ON CONFLICT ({', '.join(ignore)}) DO NOTHING"
+    return sql
+
+
+def _upsert_sql(table: Table, keys: Sequence[str], mark: str) -> str:
+    """INSERT of every column, replacing the row whose ``keys`` match."""
+    rest = ", ".join(
+        f'"{c.name}" = excluded."{c.name}"' for c in table.columns if c.name not in keys
+    )
+    return f"{_insert_sql(table, mark)} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {rest}"
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -278,6 +355,7 @@ class Writer:
                 tx = WriteTxn(conn, self._ids)
                 for op in batch:
                     op.apply(tx)
+                tx.flush()
                 if self._before_commit is not None:
                     self._before_commit(tx, batch)
         except BaseException:

@@ -65,6 +65,7 @@ class FileTransport:
         ident = ""
         offset = 0
         buf = b""
+        discarding = False
         while not self._stop.is_set():
             if fh is None:
                 try:
@@ -86,8 +87,18 @@ class FileTransport:
                 self._start = None
                 fh.seek(offset)
                 buf = b""
+                discarding = False
             data = fh.read(CHUNK)
             if data:
+                if discarding:
+                    # Skip the rest of an over-long line already rejected.
+                    nl = data.find(b"\n")
+                    if nl < 0:
+                        offset += len(data)
+                        continue
+                    offset += nl + 1
+                    data = data[nl + 1 :]
+                    discarding = False
                 buf += data
                 end = buf.rfind(b"\n")
                 if end < 0:
@@ -96,6 +107,7 @@ class FileTransport:
                         offset += len(buf)
                         self._store([buf], ident, offset)
                         buf = b""
+                        discarding = True
                     continue
                 lines = buf[:end].split(b"\n")
                 offset += end + 1

@@ -26,8 +26,7 @@ class Slow(Plugin):
     def recv(self, hdl: Any, ev: Any) -> None:
         gate = hdl.prop("gate")
         deadline = time.monotonic() + 60
-        while not self.gated and gate and not os.path.exists(gate) and \
-                time.monotonic() < deadline:
+        while not self.gated and gate and not os.path.exists(gate) and time.monotonic() < deadline:
             time.sleep(0.01)
         self.gated = True
         hdl.stat("received").incr()
