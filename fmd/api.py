@@ -118,8 +118,10 @@ class Handle:
         self._touched: set[str] = set()
         # Cases whose suspects (or their statuses) changed since the last checkpoint.
         self._suspects_changed: set[str] = set()
-        # Each engine's JSON, re-encoded only when the engine changed.
-        self._serd_json: dict[str, bytes] = {}
+        # Cases whose record (state, flags, principal, data, bufs...) changed;
+        # a touched case not in this set only gained events, which are saved
+        # without rewriting its record.
+        self._meta_changed: set[str] = set()
         self._timers: set[int] = set()
         self._stats: dict[str, Stat] = {}
         self._out = _Outbox()
@@ -269,24 +271,42 @@ class Handle:
         case.mark_dirty()
         self._cases[case.uuid] = case
         self._touched.add(case.uuid)
+        self._meta_changed.add(case.uuid)
         self._ctx.register_case(case.uuid, self.runner)
         self.cases_opened += 1
         return case
 
-    def _own(self, case: Case) -> Case:
+    def _own(self, case: Case, *, meta: bool = True) -> Case:
         if self._cases.get(case.uuid) is not case:
             raise ModuleApiError(f"module {self.name}: case {case.uuid} is not one of its cases")
         self._touched.add(case.uuid)
+        if meta:
+            self._meta_changed.add(case.uuid)
         return case
 
     def case_add_ereport(self, case: Case, ev: Ereport) -> None:
         """Add an ereport to a case (also to a solved one: it is then DIAGNOSED)."""
         eid = self._event_id(ev)
-        self._own(case).add_ereport(eid)
-        if ev.injected:
+        self._own(case, meta=case.principal is None)
+        case.add_ereport(eid)
+        if ev.injected and not case.flags & CaseFlag.INJECTED:
             case.flags |= CaseFlag.INJECTED
+            self._meta_changed.add(case.uuid)
         solved = case.is_solved
         self._advance(eid, schema.STATE_DIAGNOSED if solved else schema.STATE_ACCEPTED)
+
+    def case_set_data(self, case: Case, key: str, value: Any) -> None:
+        """Set a member of the case's private, persisted data (JSON-able)."""
+        self._own(case).data[key] = value
+        case.mark_dirty()
+
+    def case_buf_write(self, case: Case, name: str, data: bytes) -> None:
+        """Write a persistent buffer belonging to the case."""
+        self._own(case).bufs[name] = bytes(data)
+        case.mark_dirty()
+
+    def case_buf_read(self, case: Case, name: str) -> bytes | None:
+        return self._own(case, meta=False).bufs.get(name)
 
     def case_add_serd(self, case: Case, name: str) -> None:
         """Move the events of SERD engine ``name`` into the case."""
@@ -474,11 +494,15 @@ class Handle:
                     break
 
     # -- restore and checkpoint ---------------------------------------------
-    def restore(self, doc: dict[str, Any] | None, cases: list[Case]) -> dict[str, int]:
-        """Load the module's checkpoint and cases; return its progress per log."""
+    def restore(
+        self, doc: dict[str, Any] | None, cases: list[Case], serd: dict[str, str] | None = None
+    ) -> dict[str, int]:
+        """Load the module's checkpoint, cases and SERD engines; return its progress per log."""
         for case in cases:
             self._cases[case.uuid] = case
             self._ctx.register_case(case.uuid, self.runner)
+        if serd:
+            self.serd = SerdSet.from_dict({k: orjson.loads(v) for k, v in serd.items()})
         if not doc:
             return {"errlog": 0, "fltlog": 0}
         if doc.get("version") != CKPT_VERSION:
@@ -486,7 +510,6 @@ class Handle:
                 f"module {self.name}: checkpoint version "
                 f"{doc.get('version')!r} is not {CKPT_VERSION}"
             )
-        self.serd = SerdSet.from_dict(doc.get("serd", {}))
         self._bufs = {k: base64.b64decode(v) for k, v in doc.get("bufs", {}).items()}
         self.specific = dict(doc.get("specific", {}))
         self.cases_opened = int(doc.get("cases_opened", 0))
@@ -500,18 +523,12 @@ class Handle:
             c.contains_event(event_id) for c in self._cases.values()
         )
 
-    def _serd_fragment(self) -> orjson.Fragment:
-        """The SERD engines as JSON, re-encoding only engines that changed."""
-        cache = self._serd_json
+    def _serd_changes(self) -> list[tuple[str, str | None]]:
+        """The engines changed since the last checkpoint (None: destroyed)."""
+        out: list[tuple[str, str | None]] = [(n, None) for n in self.serd.destroyed_names()]
         for name in self.serd.dirty_names():
-            cache[name] = orjson.dumps(self.serd.get(name).to_dict())
-        names = self.serd.keys()
-        for name in cache.keys() - names:
-            del cache[name]
-        for name in names - cache.keys():
-            cache[name] = orjson.dumps(self.serd.get(name).to_dict())
-        parts = [orjson.dumps(name) + b":" + data for name, data in cache.items()]
-        return orjson.Fragment(b"{" + b",".join(parts) + b"}")
+            out.append((name, orjson.dumps(self.serd.get(name).to_dict()).decode()))
+        return out
 
     def document(self, last_seen: dict[str, int]) -> str:
         return orjson.dumps(
@@ -519,7 +536,6 @@ class Handle:
                 "version": CKPT_VERSION,
                 "module": self.name,
                 "last_seen": last_seen,
-                "serd": self._serd_fragment(),
                 "bufs": {k: base64.b64encode(v).decode() for k, v in self._bufs.items()},
                 "specific": self.specific,
                 "cases_opened": self.cases_opened,
@@ -537,7 +553,13 @@ class Handle:
             module=self.name,
             last_seen=last_seen,
             doc=self.document(last_seen) if self._ctx.save_checkpoints else None,
-            cases=[case_record(c, c.uuid in self._suspects_changed) for c in dirty],
+            serd=self._serd_changes() if self._ctx.save_checkpoints else [],
+            cases=[
+                case_record(c, c.uuid in self._suspects_changed)
+                if c.uuid in self._meta_changed or c.state is CaseState.RESOLVED
+                else (c.uuid, None, None, _take_new_events(c))
+                for c in dirty
+            ],
             case_deletes=out.deleted,
             states=list(out.states.items()),
             list_events=out.published,
@@ -548,6 +570,7 @@ class Handle:
             c.clear_dirty()
         self._touched.clear()
         self._suspects_changed.clear()
+        self._meta_changed.clear()
         self._saved_final = []
         self.serd.clear_dirty()
         self._bufs_dirty = False
@@ -563,10 +586,16 @@ def fmri_text(value: Any) -> str | None:
     return fmri_from_obj(value).to_string()
 
 
-def case_record(
-    case: Case, suspects_changed: bool = True
-) -> tuple[dict[str, Any], list[dict[str, Any]] | None, list[int]]:
-    """The rows that persist a case: (cases row, suspect rows or None if unchanged,
+def _take_new_events(case: Case) -> list[int]:
+    new, case.new_events = case.new_events, []
+    return new
+
+
+CaseRecord = tuple[str, dict[str, Any] | None, list[dict[str, Any]] | None, list[int]]
+
+
+def case_record(case: Case, suspects_changed: bool = True) -> CaseRecord:
+    """What persists a case: (uuid, cases row, suspect rows or None if unchanged,
     the events added since the last save)."""
     row = {
         "uuid": case.uuid,
@@ -597,5 +626,4 @@ def case_record(
             for i, s in enumerate(case.suspects)
         ]
     )
-    new, case.new_events = case.new_events, []
-    return row, suspects, new
+    return case.uuid, row, suspects, _take_new_events(case)

@@ -83,6 +83,7 @@ class CaseFlag(IntFlag):
 _NO_FLAGS = CaseFlag(0)
 # (name, bit) of every flag, for fast encoding (iterating an IntFlag is slow).
 _FLAG_BITS = tuple((f.name or "", int(f)) for f in CaseFlag)
+_DIRTY = int(CaseFlag.DIRTY)
 
 TRANSITIONS: Mapping[CaseState, frozenset[CaseState]] = MappingProxyType(
     {
@@ -176,15 +177,18 @@ class Case:
     @property
     def dirty(self) -> bool:
         """True if the case changed since its last checkpoint."""
-        return CaseFlag.DIRTY in self.flags
+        # int operations: IntFlag arithmetic is slow and this is on the hot path.
+        return bool(int(self.flags) & _DIRTY)
 
     def clear_dirty(self) -> None:
         """Mark the case clean (after the module's checkpoint was written)."""
-        self.flags &= ~CaseFlag.DIRTY
+        if int(self.flags) & _DIRTY:
+            self.flags = CaseFlag(int(self.flags) & ~_DIRTY)
 
     def mark_dirty(self) -> None:
         """Mark the case changed (for edits made directly to ``bufs`` or ``data``)."""
-        self.flags |= CaseFlag.DIRTY
+        if not int(self.flags) & _DIRTY:
+            self.flags = CaseFlag(int(self.flags) | _DIRTY)
 
     def contains_event(self, event_id: int) -> bool:
         """Return True if the case references the event (used by replay)."""
@@ -325,7 +329,7 @@ class Case:
         The daemon stores the events separately (one row each, written
         incrementally), so it asks for the record without them.
         """
-        saved = self.flags & ~CaseFlag.DIRTY
+        saved = int(self.flags) & ~_DIRTY
         return {
             "uuid": self.uuid,
             "module": self.module,
@@ -337,7 +341,7 @@ class Case:
             "suspects": _json_copy(self.suspects, f"case {self.uuid}: suspects"),
             "code": self.code,
             "diag_time_ns": self.diag_time_ns,
-            "flags": [name for name, bit in _FLAG_BITS if int(saved) & bit],
+            "flags": [name for name, bit in _FLAG_BITS if saved & bit],
             "bufs": {k: base64.b64encode(v).decode("ascii") for k, v in sorted(self.bufs.items())},
             "data": _json_copy(self.data, f"case {self.uuid}: module data"),
         }

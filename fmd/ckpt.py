@@ -1,12 +1,12 @@
 """Module checkpoints: the write op that persists a module's progress.
 
 A :class:`CheckpointOp` carries everything one module changed during one
-batch of events: its checkpoint document (SERD engines as event references,
-buffers, private data, and ``last_seen``, the last event id it consumed per
-log), the cases it changed, event state changes, new ``list.*`` events and
-resource-cache rows.  The writer applies it in the same transaction in which
-the dispatcher marks the events it covers committed (see
-:mod:`fmd.dispatch`), so a crash can never separate the two.  The new
+batch of events: its checkpoint document (buffers, private data, and
+``last_seen``, the last event id it consumed per log), the SERD engines that
+changed (each saved as event references), the cases it changed, event state
+changes, new ``list.*`` events and resource-cache rows.  The writer applies
+it in the same transaction in which the dispatcher marks the events it covers
+committed (see :mod:`fmd.dispatch`), so a crash can never separate the two.  The new
 ``list.*`` events get their fault-log ids here and are dispatched after the
 commit through :attr:`CheckpointOp.published`.
 """
@@ -30,20 +30,25 @@ class CheckpointOp:
     module: str
     last_seen: dict[str, int]
     doc: str | None
-    cases: list[tuple[dict[str, Any], list[dict[str, Any]] | None, list[int]]]
+    # (uuid, cases row or None when only events were added, suspects or None, new events)
+    cases: list[tuple[str, dict[str, Any] | None, list[dict[str, Any]] | None, list[int]]]
     case_deletes: list[str]
     states: list[tuple[int, int]]
     list_events: list[ListEvent]
     resources: list[dict[str, Any]]
     now_ns: int
+    # (engine name, JSON or None when destroyed) for the engines that changed.
+    serd: list[tuple[str, str | None]] = field(default_factory=list)
     weight: int = 1
     published: list[tuple[str, int, ListEvent]] = field(default_factory=list)
 
     def apply(self, tx: WriteTxn) -> None:
         if self.doc is not None:
             tx.save_checkpoint(self.module, self.doc, self.now_ns)
-        for row, suspects, events in self.cases:
-            tx.save_case(row, suspects, events)
+        for name, data in self.serd:
+            tx.save_serd(self.module, name, data)
+        for uuid, row, suspects, events in self.cases:
+            tx.save_case(uuid, row, suspects, events)
         for uuid in self.case_deletes:
             tx.delete_case(uuid)
         tx.advance_states(self.states)

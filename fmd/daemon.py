@@ -214,6 +214,7 @@ class Daemon:
         self_name = self.props.get_str("self.name")
         with self.store.reader() as conn:
             docs = queries.load_checkpoints(conn)
+            serds = queries.load_serd(conn)
             case_rows = queries.load_cases(conn)
         cases_by_module: dict[str, list[Case]] = {}
         for row in case_rows:
@@ -244,13 +245,16 @@ class Daemon:
             if cls is SelfDiagnosis:
                 self.dispatcher.selfdiag = runner
             doc = None
-            if self.props.get_bool("ckpt.restore") and name in docs:
+            restore = self.props.get_bool("ckpt.restore")
+            if restore and name in docs:
                 try:
                     doc = orjson.loads(docs[name])
                 except orjson.JSONDecodeError as exc:
                     log.error("checkpoint_unreadable", module=name, error=str(exc))
             try:
-                runner.last_seen = runner.handle.restore(doc, cases_by_module.get(name, []))
+                runner.last_seen = runner.handle.restore(
+                    doc, cases_by_module.get(name, []), serds.get(name) if restore else None
+                )
             except (FmdError, ValueError, KeyError, TypeError) as exc:
                 log.error("checkpoint_restore_failed", module=name, error=str(exc))
                 runner.handle.serd = SerdSet()

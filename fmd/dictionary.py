@@ -18,6 +18,7 @@ Nothing here logs or dispatches; the daemon and the agents call it.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -105,6 +106,7 @@ def _check_dict_name(dict_name: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=4096)
 def encode_code(dict_name: str, value: int) -> str:
     """Return the message code for entry ``value`` of dictionary ``dict_name``."""
     _check_dict_name(dict_name)

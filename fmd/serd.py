@@ -192,7 +192,7 @@ class SerdEngine:
 class SerdSet:
     """The SERD engines of one module, keyed by engine name."""
 
-    __slots__ = ("_engines", "_membership_dirty", "_touched")
+    __slots__ = ("_destroyed", "_engines", "_membership_dirty", "_touched")
 
     def __init__(self) -> None:
         self._engines: dict[str, SerdEngine] = {}
@@ -200,6 +200,8 @@ class SerdSet:
         # Names of engines handed out or changed since clear_dirty(): only these
         # can be dirty, so a checkpoint never walks every engine.
         self._touched: set[str] = set()
+        # Names destroyed since clear_dirty(), so their saved copies can be removed.
+        self._destroyed: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._engines)
@@ -230,6 +232,7 @@ class SerdSet:
         self._engines[name] = engine
         self._membership_dirty = True
         self._touched.add(name)
+        self._destroyed.discard(name)
         return engine
 
     def exists(self, name: str) -> bool:
@@ -252,6 +255,7 @@ class SerdSet:
         self.get(name)
         del self._engines[name]
         self._touched.discard(name)
+        self._destroyed.add(name)
         self._membership_dirty = True
 
     def record(self, name: str, event_id: int, time_ns: int) -> bool:
@@ -291,6 +295,10 @@ class SerdSet:
             self._engines[n].dirty for n in self._touched if n in self._engines
         )
 
+    def destroyed_names(self) -> list[str]:
+        """The names of the engines destroyed since the last clear_dirty(), sorted."""
+        return sorted(self._destroyed)
+
     def dirty_names(self) -> list[str]:
         """The names of the engines changed since the last clear_dirty(), sorted."""
         return sorted(n for n in self._touched if n in self._engines and self._engines[n].dirty)
@@ -303,6 +311,7 @@ class SerdSet:
             if engine is not None:
                 engine.dirty = False
         self._touched.clear()
+        self._destroyed.clear()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able checkpoint record of every engine, keyed by name."""

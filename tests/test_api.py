@@ -93,7 +93,7 @@ def test_solve_convicts_every_suspect_and_logs_list_suspect() -> None:
     op = hdl.checkpoint({"errlog": 7, "fltlog": 0})
     assert op.states == [(7, schema.STATE_DIAGNOSED)]
     assert [e.cls for e in op.list_events] == ["list.suspect"]
-    row, suspects, events = op.cases[0]
+    _uuid, row, suspects, events = op.cases[0]
     assert (row["state"], events, suspects[0]["asru"]) == (1, [7], "cpu:///cpuid=3")
     assert op.resources[0]["fmri"] == "cpu:///cpuid=3"
     assert op.resources[0]["flags"] == FAULT_FAULTY
@@ -138,7 +138,7 @@ def test_close_isolates_then_repair_and_resolve() -> None:
         FAULT_REPAIRED,
     ]
     assert hdl.case_get(case.uuid) is None
-    assert [r[0]["state"] for r in op.cases] == [int(CaseState.RESOLVED)]
+    assert [r[1]["state"] for r in op.cases if r[1]] == [int(CaseState.RESOLVED)]
 
 
 def test_repair_of_unisolated_case_resolves_at_once() -> None:
@@ -184,7 +184,7 @@ def test_serd_record_accepts_events_and_checkpoint_round_trips() -> None:
     assert sorted(op.states) == [(1, 2), (2, 2), (3, 2)]
     assert op.doc is not None
     other, _, _ = make_handle()
-    seen = other.restore(orjson.loads(op.doc), [])
+    seen = other.restore(orjson.loads(op.doc), [], {n: d for n, d in op.serd if d is not None})
     assert seen == {"errlog": 3, "fltlog": 0}
     assert other.serd_fired("e") and other.buf_read("b") == b"\x00\x01"
     assert other.contains_event(2) and not other.contains_event(4)

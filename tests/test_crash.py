@@ -143,7 +143,7 @@ class Stored:
 
 
 def read_store(db: Engine) -> Stored:
-    """Read the error log, the fault log, the cases and the module's checkpoint."""
+    """Read the error log, the fault log, the cases and the module's saved SERD engines."""
     st = Stored()
     with db.connect() as conn:
         for eid, payload, committed in conn.execute(
@@ -162,12 +162,10 @@ def read_store(db: Engine) -> Stored:
             text("SELECT uuid, event_id FROM case_events ORDER BY uuid, event_id")
         ):
             st.case_events.setdefault(u, []).append(eid)
-        doc = conn.execute(
-            text("SELECT data FROM checkpoints WHERE module = :m"), {"m": MODULE}
-        ).scalar()
-    if doc is not None:
-        engines = orjson.loads(doc)["serd"]
-        st.serd = {name: [e[0] for e in eng["events"]] for name, eng in engines.items()}
+        for name, data in conn.execute(
+            text("SELECT name, data FROM serd_engines WHERE module = :m"), {"m": MODULE}
+        ):
+            st.serd[name] = [e[0] for e in orjson.loads(data)["events"]]
     return st
 
 

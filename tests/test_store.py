@@ -80,10 +80,10 @@ def test_migrations_are_recorded_once(store: Store) -> None:
     with store.reader() as conn:
         from fmd.store import migrations
 
-        assert migrations.applied(conn) == ["0001_initial"]
+        assert migrations.applied(conn) == ["0001_initial", "0002_serd_engines"]
     again = Store(store.url, db_file=Path("/unused"))
     with again.reader() as conn:
-        assert migrations.applied(conn) == ["0001_initial"]
+        assert migrations.applied(conn) == ["0001_initial", "0002_serd_engines"]
     again.close()
 
 
@@ -207,7 +207,7 @@ def test_upserts_replace_rows(store: Store) -> None:
                 "status": n,
             }
         ]
-        tx.save_case(case, sus, [1, 2, n + 2])
+        tx.save_case("u1", case, sus, [1, 2, n + 2])
         tx.save_resource(
             {"fmri": "a", "uuid": "u1", "code": "c", "flags": n, "reason": None, "updated_ns": n}
         )

@@ -23,12 +23,32 @@ class Migration(NamedTuple):
     apply: Callable[[Connection], None]
 
 
-def _initial(conn: Connection) -> None:
-    tables = [t for t in schema.metadata.sorted_tables if t.name != schema.migrations.name]
-    schema.metadata.create_all(conn, tables=tables)
+def _create(*names: str) -> Callable[[Connection], None]:
+    """A migration creating the named tables (with their indexes) as defined now."""
+
+    def apply(conn: Connection) -> None:
+        tables = [schema.metadata.tables[n] for n in names]
+        schema.metadata.create_all(conn, tables=tables)
+
+    return apply
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration("0001_initial", _initial),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "0001_initial",
+        _create(
+            "errlog",
+            "fltlog",
+            "cases",
+            "suspects",
+            "case_events",
+            "resources",
+            "checkpoints",
+            "xprt_offsets",
+        ),
+    ),
+    Migration("0002_serd_engines", _create("serd_engines")),
+)
 
 
 def applied(conn: Connection) -> list[str]:

@@ -47,6 +47,15 @@ def load_checkpoints(conn: Connection) -> dict[str, str]:
     return {r.module: r.data for r in conn.execute(select(t.c.module, t.c.data))}
 
 
+def load_serd(conn: Connection) -> dict[str, dict[str, str]]:
+    """Every module's saved SERD engines: module -> engine name -> JSON."""
+    t = schema.serd_engines
+    out: dict[str, dict[str, str]] = {}
+    for r in conn.execute(select(t.c.module, t.c.name, t.c.data)):
+        out.setdefault(r.module, {})[r.name] = r.data
+    return out
+
+
 def load_offsets(conn: Connection) -> dict[str, tuple[str, int]]:
     """Committed read positions of followed files: name -> (identity, offset)."""
     t = schema.xprt_offsets

@@ -9,7 +9,9 @@ Tables:
 ``fltlog``        every ``list.*`` event (the fault log), same commit rule.
 ``cases``         one row per case; ``suspects`` and ``case_events`` hang off it.
 ``resources``     the ASRU cache: one row per (resource FMRI, case).
-``checkpoints``   one JSON document per module (SERD engines, buffers, progress).
+``checkpoints``   one JSON document per module (buffers, private data, progress).
+``serd_engines``  one row per SERD engine of a module (its N, T and event references),
+                  rewritten only when the engine changes.
 ``xprt_offsets``  read positions of followed files, committed with their events.
 ``fmd_migrations`` the named migrations applied to this database.
 
@@ -150,6 +152,14 @@ checkpoints = Table(
     Column("module", String(128), primary_key=True),
     Column("data", Text, nullable=False),
     Column("updated_ns", BigInteger, nullable=False),
+)
+
+serd_engines = Table(
+    "serd_engines",
+    metadata,
+    Column("module", String(128), primary_key=True),
+    Column("name", String(512), primary_key=True),
+    Column("data", Text, nullable=False),
 )
 
 xprt_offsets = Table(

@@ -69,8 +69,11 @@ class WriteTxn:
         self._dialect = conn.dialect.name
         self._mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         self._ckpts: dict[str, tuple[str, int]] = {}
-        self._cases: dict[str, tuple[Mapping[str, Any], Sequence[Mapping[str, Any]] | None]] = {}
+        self._cases: dict[
+            str, tuple[Mapping[str, Any] | None, Sequence[Mapping[str, Any]] | None]
+        ] = {}
         self._case_events: list[tuple[str, int]] = []
+        self._serd: dict[tuple[str, str], str | None] = {}
 
     def _stmt(self, key: str, build: Callable[[str], str]) -> str:
         ck = (self._dialect, key)
@@ -140,25 +143,34 @@ class WriteTxn:
         """Record a module's checkpoint; only the last one per transaction is written."""
         self._ckpts[module] = (data, now_ns)
 
+    def save_serd(self, module: str, name: str, data: str | None) -> None:
+        """Save one SERD engine of a module (None: it was destroyed); coalesced."""
+        self._serd[(module, name)] = data
+
     def delete_checkpoint(self, module: str) -> None:
+        """Forget a module's saved state: its document and its SERD engines."""
         self._ckpts.pop(module, None)
-        self.conn.exec_driver_sql(
-            self._stmt("ckpt_delete", lambda m: f"DELETE FROM checkpoints WHERE module = {m}"),
-            (module,),
-        )
+        self._serd = {k: v for k, v in self._serd.items() if k[0] != module}
+        for table in ("checkpoints", "serd_engines"):
+            self.conn.exec_driver_sql(
+                self._stmt(f"delete_module_{table}", _delete_where(table, "module")), (module,)
+            )
 
     def save_case(
         self,
-        row: Mapping[str, Any],
+        uuid: str,
+        row: Mapping[str, Any] | None,
         suspects: Sequence[Mapping[str, Any]] | None,
         event_ids: Sequence[int],
     ) -> None:
-        """Save a case; ``suspects`` None means unchanged; ``event_ids`` are the new events."""
-        uuid = row["uuid"]
-        prev = self._cases.get(uuid)
-        if suspects is None and prev is not None:
-            suspects = prev[1]
-        self._cases[uuid] = (row, suspects)
+        """Save a case: ``row`` or ``suspects`` None means unchanged; ``event_ids``
+        are the events added since the last save."""
+        if row is not None or suspects is not None:
+            prev = self._cases.get(uuid)
+            if prev is not None:
+                row = row if row is not None else prev[0]
+                suspects = suspects if suspects is not None else prev[1]
+            self._cases[uuid] = (row, suspects)
         self._case_events.extend((uuid, e) for e in event_ids)
 
     def delete_case(self, uuid: str) -> None:
@@ -166,7 +178,7 @@ class WriteTxn:
         self._case_events = [ce for ce in self._case_events if ce[0] != uuid]
         for table in ("case_events", "suspects", "cases"):
             self.conn.exec_driver_sql(
-                self._stmt(f"delete_{table}", _delete_by_uuid(table)), (uuid,)
+                self._stmt(f"delete_{table}", _delete_where(table, "uuid")), (uuid,)
             )
 
     def save_resource(self, values: Mapping[str, Any]) -> None:
@@ -178,7 +190,7 @@ class WriteTxn:
     def flush(self) -> None:
         """Write the coalesced cases and checkpoints (the writer calls this last)."""
         if self._cases:
-            rows = [row for row, _ in self._cases.values()]
+            rows = [row for row, _ in self._cases.values() if row is not None]
             self._many(
                 "upsert_cases",
                 lambda m: _upsert_sql(schema.cases, ["uuid"], m),
@@ -202,6 +214,18 @@ class WriteTxn:
                 self._case_events,
             )
             self._case_events = []
+        if self._serd:
+            self._many(
+                "serd_delete",
+                lambda m: f"DELETE FROM serd_engines WHERE module = {m} AND name = {m}",
+                [key for key, data in self._serd.items() if data is None],
+            )
+            self._many(
+                "upsert_serd",
+                lambda m: _upsert_sql(schema.serd_engines, ["module", "name"], m),
+                [(mod, name, data) for (mod, name), data in self._serd.items() if data is not None],
+            )
+            self._serd.clear()
         if self._ckpts:
             rows = [{"module": k, "data": d, "updated_ns": t} for k, (d, t) in self._ckpts.items()]
             self._many(
@@ -212,8 +236,8 @@ class WriteTxn:
             self._ckpts.clear()
 
 
-def _delete_by_uuid(table: str) -> Callable[[str], str]:
-    return lambda mark: f"DELETE FROM {table} WHERE uuid = {mark}"
+def _delete_where(table: str, column: str) -> Callable[[str], str]:
+    return lambda mark: f"DELETE FROM {table} WHERE {column} = {mark}"
 
 
 def _tuples(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
