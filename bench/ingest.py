@@ -47,16 +47,20 @@ TARGET = 0.25
 class Daemon:
     """``fmd -f`` in a root of its own, driven over its control socket."""
 
-    def __init__(self, root: Path, props: list[str]) -> None:
+    def __init__(self, root: Path, props: list[str], diagnose: bool = False) -> None:
         self.root = root
         self.paths = Paths(root)
         self.props = props
+        self.diagnose = diagnose
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "fmd.stderr"
 
     def start(self, timeout: float = 60.0) -> None:
         self.paths.plugin_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(PLUGIN, self.paths.plugin_dir / PLUGIN.name)
+        if self.diagnose:
+            self.paths.plugin_conf_dir.mkdir(parents=True, exist_ok=True)
+            self.paths.plugin_conf(MODULE).write_text("setprop diagnose true\n")
         args = [
             sys.executable,
             "-m",
@@ -235,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--keep", action="store_true", help="keep the temporary root")
     ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="the module also opens and solves a case per faulty detector",
+    )
+    ap.add_argument(
         "--py-spy",
         dest="spy",
         metavar="FILE",
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="fmd-bench-"))
     root = work / "root"
     root.mkdir()
-    fmd = Daemon(root, args.props)
+    fmd = Daemon(root, args.props, args.diagnose)
     try:
         blocks = make_blocks(args.n, args.detectors, args.block)
         fmd.start()
@@ -292,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{w['ops'] / w['txns']:.1f} ops/txn"
             )
         print(
-            f"module {MODULE}  received {mod.get('ev_recv')}, cases solved "
-            f"{mod.get('solved')}, busy {mod.get('busy_ns', 0) / 1e9:.2f} s"
+            f"module {MODULE}  received {mod.get('ev_recv')}, accepted {mod.get('ev_acpt')}, "
+            f"cases solved {mod.get('solved')}, busy {mod.get('busy_ns', 0) / 1e9:.2f} s"
+            + (" (diagnosing)" if args.diagnose else " (SERD recording)")
         )
         print(f"fmd exit status   {rc}")
         return 0

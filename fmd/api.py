@@ -517,6 +517,19 @@ class Handle:
         seen = doc.get("last_seen", {})
         return {"errlog": int(seen.get("errlog", 0)), "fltlog": int(seen.get("fltlog", 0))}
 
+    def event_state(self, event_id: int) -> int | None:
+        """The state this module gave a stored event: DIAGNOSED if a solved case
+        holds it, ACCEPTED if a case or SERD engine does, else None."""
+        state = None
+        for case in self._cases.values():
+            if case.contains_event(event_id):
+                if case.is_solved:
+                    return schema.STATE_DIAGNOSED
+                state = schema.STATE_ACCEPTED
+        if state is None and self.serd.contains_event(event_id):
+            state = schema.STATE_ACCEPTED
+        return state
+
     def contains_event(self, event_id: int) -> bool:
         """Is the event held by one of this module's SERD engines or cases?"""
         return self.serd.contains_event(event_id) or any(

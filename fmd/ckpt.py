@@ -51,7 +51,8 @@ class CheckpointOp:
             tx.save_case(uuid, row, suspects, events)
         for uuid in self.case_deletes:
             tx.delete_case(uuid)
-        tx.advance_states(self.states)
+        # self.states is applied by the dispatcher's before_commit, together
+        # with the commit of the events (fmd.dispatch).
         self.published = []
         if self.list_events:
             first = tx.allocate("fltlog", len(self.list_events))

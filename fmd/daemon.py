@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from fmd.adm.server import AdmServer
 from fmd.api import Handle, ModuleContext
@@ -316,15 +316,8 @@ class Daemon:
     def _replay(self) -> None:
         """Dispatch uncommitted events to the modules that have not seen them."""
         with self.store.reader() as conn:
-            for log_name, table, decode in (
-                ("fltlog", schema.fltlog, row_list),
-                ("errlog", schema.errlog, row_ereport),
-            ):
-                first = conn.execute(
-                    select(func.min(table.c.id)).where(table.c.committed.is_(False))
-                ).scalar()
-                last = self.writer.last_id(log_name)
-                self.dispatcher.set_committed(log_name, (first - 1) if first else last)
+            for log_name, decode in (("fltlog", row_list), ("errlog", row_ereport)):
+                self.dispatcher.set_committed(log_name, queries.frontier(conn, log_name))
                 decoder: Callable[[Any], Any] = decode
                 for row in queries.uncommitted(conn, log_name):
                     try:

@@ -57,7 +57,9 @@ class Dispatcher:
         self._pending: dict[str, dict[str, deque[int]]] = {}
         self.dispatched_max = dict.fromkeys(LOGS, 0)
         self.committed_upto = dict.fromkeys(LOGS, 0)
-        self._staged: tuple[dict[str, dict[str, int]], dict[str, int]] | None = None
+        self._staged: tuple[dict[str, dict[str, int]], dict[str, int], dict[int, int]] | None = None
+        # Error-log state changes of events not yet committed (see before_commit).
+        self._held: dict[int, int] = {}
         self.stats = {"dispatched": 0, "nosub": 0, "replayed": 0, "partials": 0}
 
     # -- membership ------------------------------------------------------
@@ -92,7 +94,14 @@ class Dispatcher:
         n = 0
         for runner in self.targets(event):
             if replay and runner.last_seen[log] >= event_id:
+                # The module consumed the event before the crash (its checkpoint
+                # says so) but the commit mark was not written: only the state
+                # it gave the event has to be recovered.
                 self.stats["partials"] += 1
+                if log == "errlog":
+                    state = runner.handle.event_state(event_id)
+                    if state is not None:
+                        self.hold_state(event_id, state)
                 continue
             self._pending[runner.name][log].append(event_id)
             runner.queue.put_event(EventItem(log, event_id, event))
@@ -133,9 +142,30 @@ class Dispatcher:
         self.committed_upto[log] = upto
         self.dispatched_max[log] = max(self.dispatched_max[log], upto)
 
+    # -- event states ------------------------------------------------------
+    def hold_state(self, event_id: int, state: int) -> None:
+        """Remember an error-log state change until the event is committed."""
+        if self._held.get(event_id, -1) < state:
+            self._held[event_id] = state
+
     # -- writer hooks ----------------------------------------------------
     def before_commit(self, tx: WriteTxn, batch: Sequence[WriteOp]) -> None:
         progress: dict[str, dict[str, int]] = {}
+        # State changes of error-log events: an event that is still uncommitted
+        # gets its state in the same UPDATE that commits it (each row is
+        # rewritten once); an event committed earlier is updated directly.
+        held = self._held
+        staged_states: dict[int, int] = {}
+        late: list[tuple[int, int]] = []
+        committed = self.committed_upto["errlog"]
+        for op in batch:
+            for eid, state in getattr(op, "states", ()):
+                if eid <= committed:
+                    late.append((eid, state))
+                elif max(held.get(eid, -1), staged_states.get(eid, -1)) < state:
+                    staged_states[eid] = state
+        if late:
+            tx.advance_states(late)
         for op in batch:
             seen: dict[str, int] | None = getattr(op, "last_seen", None)
             if seen is not None:
@@ -154,14 +184,26 @@ class Dispatcher:
                         frontier = min(frontier, eid - 1)
                         break
             if frontier > self.committed_upto[log]:
-                tx.commit_range(log, self.committed_upto[log], frontier)
+                lo = self.committed_upto[log]
+                states: dict[int, int] = {}
+                if log == "errlog":
+                    for source in (held, staged_states):
+                        for eid, state in source.items():
+                            if lo < eid <= frontier and states.get(eid, -1) < state:
+                                states[eid] = state
+                tx.commit_range(log, lo, frontier, states)
                 upto_now[log] = frontier
-        self._staged = (progress, upto_now)
+        self._staged = (progress, upto_now, staged_states)
 
     def after_commit(self, batch: Sequence[WriteOp]) -> None:
         staged, self._staged = self._staged, None
         if staged is not None:
-            progress, upto_now = staged
+            progress, upto_now, staged_states = staged
+            for eid, state in staged_states.items():
+                self.hold_state(eid, state)
+            upto = upto_now.get("errlog")
+            if upto is not None and self._held:
+                self._held = {e: st for e, st in self._held.items() if e > upto}
             for name, logs in progress.items():
                 pend = self._pending.get(name)
                 if pend is None:

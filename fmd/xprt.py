@@ -27,7 +27,7 @@ import structlog
 from fmd.clock import Clock, SimulatedClock
 from fmd.errors import EventRejected
 from fmd.log import RateLimiter
-from fmd.protocol import EnaGenerator, Ereport, ereport_from_json_dict
+from fmd.protocol import EnaGenerator, Ereport, ereport_from_decoded
 from fmd.store import WriteTxn
 from fmd.store.codec import ereport_row
 
@@ -152,9 +152,12 @@ class Ingest:
             return st
 
     # -- parsing ---------------------------------------------------------
-    def decode(self, line: bytes, stats: XprtStats) -> Ereport | dict[str, Any]:
+    def decode(
+        self, line: bytes, stats: XprtStats, now_ns: int | None = None
+    ) -> Ereport | dict[str, Any]:
         """Parse one wire line: an Ereport, or a control event as a dict.
 
+        ``now_ns`` is the receipt time (read from the clock when not given).
         Raises EventRejected (already counted and logged) for bad input.
         """
         stats.received += 1
@@ -163,22 +166,21 @@ class Ingest:
             if len(line) > self.max_line:
                 raise EventRejected(f"line exceeds {self.max_line} bytes")
             try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise EventRejected(f"line is not valid UTF-8 at byte {exc.start}") from None
-            try:
-                obj = orjson.loads(text)
+                # orjson reads the bytes directly and refuses invalid UTF-8.
+                obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    raise EventRejected(f"line is not valid UTF-8 at byte {bad.start}") from None
                 raise EventRejected(f"malformed JSON: {exc}") from None
-            if (
-                isinstance(obj, dict)
-                and isinstance(obj.get("class"), str)
-                and obj["class"].startswith(CONTROL_PREFIX)
-            ):
-                return self._check_control(obj)
-            if not isinstance(obj, dict):
+            if obj.__class__ is not dict:
                 raise EventRejected("event is not a JSON object")
-            return ereport_from_json_dict(obj, now_ns=self.clock.now_ns(), ena_gen=self.ena)
+            cls = obj.get("class")
+            if cls.__class__ is str and cls.startswith(CONTROL_PREFIX):
+                return self._check_control(obj)
+            now = self.clock.now_ns() if now_ns is None else now_ns
+            return ereport_from_decoded(obj, now, self.ena)
         except EventRejected as exc:
             self.rejected(stats, exc)
             raise

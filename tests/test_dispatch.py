@@ -13,9 +13,17 @@ from fmd.eventq import EventItem, EventQueue
 from fmd.protocol import Ereport
 
 
+class FakeHandle:
+    """Holds event 4 in a SERD engine, as a module that consumed it would."""
+
+    def event_state(self, event_id: int) -> int | None:
+        return 2 if event_id == 4 else None
+
+
 @dataclass(eq=False)
 class FakeRunner:
     name: str
+    handle: FakeHandle = field(default_factory=FakeHandle)
     active: bool = True
     last_seen: dict[str, int] = field(default_factory=lambda: {"errlog": 0, "fltlog": 0})
     queue: EventQueue = field(default_factory=lambda: EventQueue(1000))
@@ -25,8 +33,15 @@ class FakeRunner:
 class FakeTx:
     ranges: list[tuple[str, int, int]] = field(default_factory=list)
 
-    def commit_range(self, log: str, lo: int, hi: int) -> None:
+    states: dict[int, int] = field(default_factory=dict)
+    late: list[tuple[int, int]] = field(default_factory=list)
+
+    def commit_range(self, log: str, lo: int, hi: int, states: Any = None) -> None:
         self.ranges.append((log, lo, hi))
+        self.states.update(states or {})
+
+    def advance_states(self, updates: Any) -> None:
+        self.late.extend(updates)
 
 
 @dataclass
@@ -35,14 +50,15 @@ class Ckpt:
     last_seen: dict[str, int]
     weight: int = 1
     published: list[Any] = field(default_factory=list)
+    states: list[tuple[int, int]] = field(default_factory=list)
 
 
 def ev(cls: str, i: int) -> Ereport:
     return Ereport(cls=cls, ena=i, time_ns=i, detector=None, detector_str=None, payload={}, id=i)
 
 
-def commit(d: Dispatcher, *ops: Any) -> list[tuple[str, int, int]]:
-    tx = FakeTx()
+def commit(d: Dispatcher, *ops: Any, tx: FakeTx | None = None) -> list[tuple[str, int, int]]:
+    tx = tx or FakeTx()
     d.before_commit(tx, list(ops))  # type: ignore[arg-type]
     d.after_commit(list(ops))
     return tx.ranges
@@ -109,7 +125,8 @@ def test_failed_module_releases_its_events() -> None:
 
 
 def test_replay_skips_modules_that_saw_the_event() -> None:
-    """At replay an event goes only to modules whose checkpoint does not cover it."""
+    """At replay an event goes only to modules whose checkpoint does not cover it,
+    and the state those modules gave it is recovered from their restored state."""
     d, a, b, _ = setup()
     a.last_seen["errlog"] = 5
     d.set_committed("errlog", 3)
@@ -117,6 +134,25 @@ def test_replay_skips_modules_that_saw_the_event() -> None:
     d.dispatch("errlog", 6, ev("ereport.cpu.x", 6), replay=True)
     assert (drained(a), drained(b)) == ([6], [4, 6])
     assert d.stats["partials"] == 1
+    tx = FakeTx()
+    commit(d, Ckpt("a", {"errlog": 6}), Ckpt("b", {"errlog": 6}), tx=tx)
+    assert tx.states == {4: 2}  # the state the crashed run gave it is recovered
+
+
+def test_states_are_written_with_the_commit() -> None:
+    """A state given before its event commits is written by the committing update;
+    a state given to an event already committed is written at once."""
+    d, _a, _b, _ = setup()
+    for i in (1, 2):
+        d.dispatch("errlog", i, ev("ereport.io.x", i))
+    tx1 = FakeTx()
+    assert commit(d, Ckpt("b", {"errlog": 1}, states=[(1, 2), (2, 2)]), tx=tx1) == [
+        ("errlog", 0, 1)
+    ]
+    assert (tx1.states, tx1.late) == ({1: 2}, [])
+    tx2 = FakeTx()
+    commit(d, Ckpt("b", {"errlog": 2}, states=[(1, 3)]), tx=tx2)
+    assert (tx2.states, tx2.late) == ({2: 2}, [(1, 3)])
 
 
 def test_logs_have_independent_frontiers() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from tests.fmdproc import FmdProcess
@@ -19,3 +20,6 @@ def test_ack_store_and_diagnose(root: Path, fmd_factory: list[FmdProcess]) -> No
     assert [f["class"] for f in faults] == ["list.suspect"]
     assert faults[0]["fault-list"][0]["class"] == "fault.test.thing"
     assert fmd.stop() == 0
+    with sqlite3.connect(fmd.paths.db_file) as db:
+        rows = db.execute("SELECT state, committed FROM errlog ORDER BY id").fetchall()
+    assert rows == [(3, 1), (3, 1), (3, 1)]  # diagnosed and committed

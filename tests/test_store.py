@@ -80,10 +80,18 @@ def test_migrations_are_recorded_once(store: Store) -> None:
     with store.reader() as conn:
         from fmd.store import migrations
 
-        assert migrations.applied(conn) == ["0001_initial", "0002_serd_engines"]
+        assert migrations.applied(conn) == [
+            "0001_initial",
+            "0002_serd_engines",
+            "0003_log_frontier",
+        ]
     again = Store(store.url, db_file=Path("/unused"))
     with again.reader() as conn:
-        assert migrations.applied(conn) == ["0001_initial", "0002_serd_engines"]
+        assert migrations.applied(conn) == [
+            "0001_initial",
+            "0002_serd_engines",
+            "0003_log_frontier",
+        ]
     again.close()
 
 
@@ -276,3 +284,20 @@ def test_bad_url_is_a_store_error(tmp_path: Path) -> None:
     """A malformed store.url is reported as a StoreError naming it."""
     with pytest.raises(StoreError, match="not a database URL"):
         Store("not a url", db_file=tmp_path / "x")
+
+
+def test_wal_is_checkpointed_outside_the_writer(tmp_path: Path) -> None:
+    """Commits leave the WAL to the checkpointer, which copies every page back."""
+    from fmd.store.wal import WalCheckpointer
+
+    s = Store("", db_file=tmp_path / "fmd.db")
+    writer = s.writer()
+    writer.start()
+    writer.call(lambda tx: tx.insert_errlog([_row(i) for i in range(1, 3001)]))
+    wal = tmp_path / "fmd.db-wal"
+    assert wal.stat().st_size > 0
+    busy, pages, copied = WalCheckpointer(s.engine).checkpoint()
+    assert (busy, copied) == (0, pages)
+    assert pages > 0
+    writer.stop()
+    s.close()

@@ -34,6 +34,7 @@ from fmd.protocol.ena import (
 from fmd.protocol.ereport import (
     Ereport,
     WireEreport,
+    ereport_from_decoded,
     ereport_from_json_dict,
     parse_ereport_line,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "decode_ena",
     "ena_format1",
     "ena_format2",
+    "ereport_from_decoded",
     "ereport_from_json_dict",
     "fmri_from_obj",
     "fmri_to_json",

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fmd.errors import StoreError
 from fmd.store import migrations, queries, schema
 from fmd.store.engine import create_store_engine, is_sqlite, resolve_url
+from fmd.store.wal import WalCheckpointer
 from fmd.store.writer import WriteOp, Writer, WriteTxn
 
 __all__ = [
@@ -40,6 +41,7 @@ class Store:
         self.readonly = readonly
         self.sqlite = is_sqlite(self.url)
         self.engine: Engine = create_store_engine(self.url, sync=sync, readonly=readonly)
+        self._wal: WalCheckpointer | None = None
         try:
             if readonly:
                 with self.engine.connect() as conn:
@@ -68,7 +70,14 @@ class Store:
             yield conn
 
     def writer(self, **kwargs: object) -> Writer:
+        """The single writer; on SQLite it also starts the WAL checkpointer."""
+        if self.sqlite and not self.readonly and self._wal is None:
+            self._wal = WalCheckpointer(self.engine)
+            self._wal.start()
         return Writer(self.engine, **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        if self._wal is not None:
+            self._wal.stop()
+            self._wal = None
         self.engine.dispose()

@@ -80,6 +80,9 @@ def create_store_engine(url: str, *, sync: str = "full", readonly: bool = False)
         cur = dbapi_conn.cursor()
         if not readonly:
             cur.execute("PRAGMA journal_mode=WAL")
+            # The WAL is copied back into the database by fmd.store.wal's own
+            # thread, not inside the writer's commits (see WalCheckpointer).
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.execute(f"PRAGMA synchronous={level}")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()

@@ -33,6 +33,17 @@ def _create(*names: str) -> Callable[[Connection], None]:
     return apply
 
 
+def _log_frontier(conn: Connection) -> None:
+    """Record each log's commit frontier; the partial indexes it replaces go."""
+    _create("log_frontier")(conn)
+    for log in ("errlog", "fltlog"):
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS ix_{log}_uncommitted")
+        first = conn.exec_driver_sql(f"SELECT min(id) FROM {log} WHERE committed = FALSE").scalar()
+        last = conn.exec_driver_sql(f"SELECT max(id) FROM {log}").scalar()
+        upto = (first - 1) if first is not None else (last or 0)
+        conn.execute(insert(schema.log_frontier).values(log=log, committed_upto=upto))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0001_initial",
@@ -48,6 +59,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration("0002_serd_engines", _create("serd_engines")),
+    Migration("0003_log_frontier", lambda conn: _log_frontier(conn)),
 )
 
 

@@ -62,10 +62,18 @@ def load_offsets(conn: Connection) -> dict[str, tuple[str, int]]:
     return {r.name: (r.ident, r.offset) for r in conn.execute(select(t))}
 
 
+def frontier(conn: Connection, log_name: str) -> int:
+    """The commit frontier of a log: every id at or below it is committed."""
+    t = schema.log_frontier
+    value = conn.execute(select(t.c.committed_upto).where(t.c.log == log_name)).scalar()
+    return int(value or 0)
+
+
 def uncommitted(conn: Connection, log_name: str, batch: int = 5000) -> Iterator[Row[Any]]:
-    """Uncommitted rows of ``errlog`` or ``fltlog`` in id order (for replay)."""
+    """Uncommitted rows of ``errlog`` or ``fltlog`` in id order (for replay): the
+    rows above the log's commit frontier, read as a primary-key range."""
     t = schema.errlog if log_name == "errlog" else schema.fltlog
-    last = 0
+    last = frontier(conn, log_name)
     while True:
         rows = conn.execute(
             select(t)

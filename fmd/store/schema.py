@@ -13,6 +13,7 @@ Tables:
 ``serd_engines``  one row per SERD engine of a module (its N, T and event references),
                   rewritten only when the engine changes.
 ``xprt_offsets``  read positions of followed files, committed with their events.
+``log_frontier``  per log, the highest id below which everything is committed.
 ``fmd_migrations`` the named migrations applied to this database.
 
 ENAs are unsigned 64-bit values; they are stored in a signed BIGINT by two's
@@ -33,7 +34,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    text,
 )
 
 metadata = MetaData()
@@ -65,12 +65,6 @@ Index("ix_errlog_time", errlog.c.time_ns)
 # Column order of the tuples given to WriteTxn.insert_errlog.
 ERRLOG_COLUMNS = tuple(c.name for c in errlog.columns)
 Index("ix_errlog_class", errlog.c["class"])
-Index(
-    "ix_errlog_uncommitted",
-    errlog.c.id,
-    sqlite_where=text("committed = 0"),
-    postgresql_where=text("committed = false"),
-)
 
 fltlog = Table(
     "fltlog",
@@ -87,12 +81,6 @@ fltlog = Table(
 Index("ix_fltlog_time", fltlog.c.time_ns)
 Index("ix_fltlog_class", fltlog.c["class"])
 Index("ix_fltlog_uuid", fltlog.c.uuid)
-Index(
-    "ix_fltlog_uncommitted",
-    fltlog.c.id,
-    sqlite_where=text("committed = 0"),
-    postgresql_where=text("committed = false"),
-)
 
 cases = Table(
     "cases",
@@ -168,6 +156,16 @@ xprt_offsets = Table(
     Column("name", String(512), primary_key=True),
     Column("ident", String(128), nullable=False),
     Column("offset", BigInteger, nullable=False),
+)
+
+# The commit frontier of each log: every id <= committed_upto is committed and
+# none above it is, so replay reads only the ids above it (a primary-key range)
+# and no index on ``committed`` has to be maintained on every insert.
+log_frontier = Table(
+    "log_frontier",
+    metadata,
+    Column("log", String(16), primary_key=True),
+    Column("committed_upto", BigInteger, nullable=False),
 )
 
 migrations = Table(

@@ -26,6 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any, Protocol
 
 import structlog
@@ -62,6 +63,7 @@ class WriteTxn:
     """
 
     _sql: dict[tuple[str, str], str] = {}
+    _multi: dict[tuple[str, str, int], str] = {}
 
     def __init__(self, conn: Connection, ids: dict[str, int]) -> None:
         self.conn = conn
@@ -86,6 +88,38 @@ class WriteTxn:
         if rows:
             self.conn.exec_driver_sql(self._stmt(key, build), rows)
 
+    def _insert(self, table: Table, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+        """INSERT ``rows`` (in column order) with multi-row VALUES lists.
+
+        One statement carries up to ``_MAX_PARAMS`` parameters, so the driver
+        steps the database once per few thousand rows instead of once per row:
+        with SQLite every step releases and re-takes the GIL, which under load
+        costs far more than the insert itself.
+        """
+        if not rows:
+            return
+        width = len(table.columns)
+        start = 0
+        while start < len(rows):
+            # Statement sizes are powers of four, so only a handful of distinct
+            # statements exist per table and the driver's statement cache holds.
+            left = min(len(rows) - start, _MAX_PARAMS // width)
+            size = 1
+            while size * 4 <= left:
+                size *= 4
+            part = rows[start : start + size]
+            start += size
+            key = (self._dialect, f"ins_{table.name}_{tail}", size)
+            sql = self._multi.get(key)
+            if sql is None:
+                one = "(" + ", ".join([self._mark] * width) + ")"
+                sql = self._multi[key] = (
+                    f'INSERT INTO "{table.name}" ({_cols(table)}) VALUES '
+                    + ", ".join([one] * size)
+                    + (f" {tail}" if tail else "")
+                )
+            self.conn.exec_driver_sql(sql, tuple(chain.from_iterable(part)))
+
     # -- ids -------------------------------------------------------------
     def allocate(self, log_name: str, count: int) -> int:
         """Reserve ``count`` ids in ``errlog`` or ``fltlog``; return the first."""
@@ -96,23 +130,56 @@ class WriteTxn:
     # -- logs ------------------------------------------------------------
     def insert_errlog(self, rows: Sequence[Sequence[Any]]) -> None:
         """Insert error-log rows given as sequences in ``ERRLOG_COLUMNS`` order."""
-        self._many("errlog", lambda m: _insert_sql(schema.errlog, m), [tuple(r) for r in rows])
+        self._insert(schema.errlog, rows)
 
     def insert_fltlog(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        self._many("fltlog", lambda m: _insert_sql(schema.fltlog, m), _tuples(schema.fltlog, rows))
+        self._insert(schema.fltlog, _tuples(schema.fltlog, rows))
 
     def advance_states(self, updates: Iterable[tuple[int, int]]) -> None:
         """Move errlog events forward to a new state (never backwards)."""
-        self._many(
-            "advance",
-            lambda m: f"UPDATE errlog SET state = {m} WHERE id = {m} AND state < {m}",
-            [(state, eid, state) for eid, state in updates],
-        )
+        by_state: dict[int, list[int]] = {}
+        for eid, state in updates:
+            by_state.setdefault(state, []).append(eid)
+        per = _MAX_PARAMS - 2
+        for state, ids in by_state.items():
+            for start in range(0, len(ids), per):
+                part = ids[start : start + per]
+                m = self._mark
+                sql = (
+                    f"UPDATE errlog SET state = {m} WHERE state < {m} AND id IN "
+                    f"({', '.join([m] * len(part))})"
+                )
+                self.conn.exec_driver_sql(sql, (state, state, *part))
 
-    def commit_range(self, log_name: str, lo: int, hi: int) -> None:
-        """Mark ids in (lo, hi] committed; errlog rows still RECEIVED become DISCARDED."""
+    def commit_range(
+        self, log_name: str, lo: int, hi: int, states: Mapping[int, int] | None = None
+    ) -> None:
+        """Mark ids in (lo, hi] committed and move the log's frontier to ``hi``.
+
+        Error-log rows take their final state in the same write: ``states``
+        gives it for the events a module accepted or diagnosed (runs of
+        consecutive ids with one state become one range update); the other
+        rows, still RECEIVED, become DISCARDED.
+        """
         if hi <= lo:
             return
+        if log_name == "errlog" and states:
+            runs: list[list[int]] = []
+            for eid in sorted(states):
+                state = states[eid]
+                last = runs[-1] if runs else None
+                if last is not None and last[0] == state and last[2] == eid - 1:
+                    last[2] = eid
+                else:
+                    runs.append([state, eid, eid])
+            self._many(
+                "commit_run",
+                lambda m: (
+                    f"UPDATE errlog SET committed = TRUE, state = {m} "
+                    f"WHERE id >= {m} AND id <= {m} AND committed = FALSE"
+                ),
+                [(st, a, b) for st, a, b in runs],
+            )
         if log_name == "errlog":
             sql = self._stmt(
                 "commit_errlog",
@@ -131,13 +198,22 @@ class WriteTxn:
                 ),
             )
         self.conn.exec_driver_sql(sql, (lo, hi))
+        self.conn.exec_driver_sql(
+            self._stmt(
+                "frontier",
+                lambda m: f"UPDATE log_frontier SET committed_upto = {m} WHERE log = {m}",
+            ),
+            (hi, log_name),
+        )
 
     # -- module state ----------------------------------------------------
     def upsert(self, table: Table, values: Mapping[str, Any], keys: Sequence[str]) -> None:
         """Insert a full row or replace the one with the same key."""
-        self._many(
-            f"upsert_{table.name}", lambda m: _upsert_sql(table, keys, m), _tuples(table, [values])
-        )
+        self._upsert(table, keys, _tuples(table, [values]))
+
+    def _upsert(self, table: Table, keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert rows, replacing those whose ``keys`` match (keys unique in ``rows``)."""
+        self._insert(table, rows, _conflict_update(table, keys))
 
     def save_checkpoint(self, module: str, data: str, now_ns: int) -> None:
         """Record a module's checkpoint; only the last one per transaction is written."""
@@ -191,27 +267,19 @@ class WriteTxn:
         """Write the coalesced cases and checkpoints (the writer calls this last)."""
         if self._cases:
             rows = [row for row, _ in self._cases.values() if row is not None]
-            self._many(
-                "upsert_cases",
-                lambda m: _upsert_sql(schema.cases, ["uuid"], m),
-                _tuples(schema.cases, rows),
-            )
+            self._upsert(schema.cases, ["uuid"], _tuples(schema.cases, rows))
             changed = [(u,) for u, (_, sus) in self._cases.items() if sus is not None]
             self._many(
                 "suspects_delete", lambda m: f"DELETE FROM suspects WHERE uuid = {m}", changed
             )
             new_suspects = [s for _, sus in self._cases.values() if sus for s in sus]
-            self._many(
-                "suspects",
-                lambda m: _insert_sql(schema.suspects, m),
-                _tuples(schema.suspects, new_suspects),
-            )
+            self._insert(schema.suspects, _tuples(schema.suspects, new_suspects))
             self._cases.clear()
         if self._case_events:
-            self._many(
-                "case_events",
-                lambda m: _insert_sql(schema.case_events, m, ignore=["uuid", "event_id"]),
+            self._insert(
+                schema.case_events,
                 self._case_events,
+                "ON CONFLICT (uuid, event_id) DO NOTHING",
             )
             self._case_events = []
         if self._serd:
@@ -220,19 +288,15 @@ class WriteTxn:
                 lambda m: f"DELETE FROM serd_engines WHERE module = {m} AND name = {m}",
                 [key for key, data in self._serd.items() if data is None],
             )
-            self._many(
-                "upsert_serd",
-                lambda m: _upsert_sql(schema.serd_engines, ["module", "name"], m),
+            self._upsert(
+                schema.serd_engines,
+                ["module", "name"],
                 [(mod, name, data) for (mod, name), data in self._serd.items() if data is not None],
             )
             self._serd.clear()
         if self._ckpts:
             rows = [{"module": k, "data": d, "updated_ns": t} for k, (d, t) in self._ckpts.items()]
-            self._many(
-                "upsert_checkpoints",
-                lambda m: _upsert_sql(schema.checkpoints, ["module"], m),
-                _tuples(schema.checkpoints, rows),
-            )
+            self._upsert(schema.checkpoints, ["module"], _tuples(schema.checkpoints, rows))
             self._ckpts.clear()
 
 
@@ -249,21 +313,16 @@ def _cols(table: Table) -> str:
     return ", ".join(f'"{c.name}"' for c in table.columns)
 
 
-def _insert_sql(table: Table, mark: str, ignore: Sequence[str] | None = None) -> str:
-    """INSERT of every column of ``table``; ``ignore`` adds ON CONFLICT (...) DO NOTHING."""
-    marks = ", ".join([mark] * len(table.columns))
-    sql = f'INSERT INTO "{table.name}" ({_cols(table)}) VALUES ({marks})'
-    if ignore:
-        sql += f" ON CONFLICT ({', '.join(ignore)}) DO NOTHING"
-    return sql
-
-
-def _upsert_sql(table: Table, keys: Sequence[str], mark: str) -> str:
-    """INSERT of every column, replacing the row whose ``keys`` match."""
+def _conflict_update(table: Table, keys: Sequence[str]) -> str:
+    """The ON CONFLICT clause that replaces the row whose ``keys`` match."""
     rest = ", ".join(
         f'"{c.name}" = excluded."{c.name}"' for c in table.columns if c.name not in keys
     )
-    return f"{_insert_sql(table, mark)} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {rest}"
+    return f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {rest}"
+
+
+# Parameters in one statement: below SQLite's limit (32766) and PostgreSQL's (65535).
+_MAX_PARAMS = 30_000
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -288,6 +347,7 @@ class Writer:
         self._before_commit = before_commit
         self._after_commit = after_commit
         self._q: queue.SimpleQueue[WriteOp | None] = queue.SimpleQueue()
+        self._conn: Connection | None = None
         self._thread: threading.Thread | None = None
         self._ids = self._load_ids()
         self.stats = {"txns": 0, "ops": 0, "events": 0, "retries": 0, "failed_ops": 0}
@@ -329,6 +389,12 @@ class Writer:
 
     # -- the thread --------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._drop_connection()
+
+    def _loop(self) -> None:
         stopping = False
         while not stopping:
             first = self._q.get()
@@ -372,10 +438,31 @@ class Writer:
             self._finish(batch, None)
             return
 
+    def _connection(self) -> Connection:
+        """The writer's own connection, kept open for the thread's life.
+
+        Opening a database connection per transaction (SQLite: mapping the WAL
+        index, reading the schema, running the pragmas) cost more than the
+        writes themselves; after any error the connection is dropped and a
+        fresh one made for the next attempt.
+        """
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                log.warning("store_close_failed", exc_info=True)
+
     def _transact(self, batch: Sequence[WriteOp]) -> None:
         saved = dict(self._ids)
         try:
-            with self._engine.begin() as conn:
+            conn = self._connection()
+            with conn.begin():
                 tx = WriteTxn(conn, self._ids)
                 for op in batch:
                     op.apply(tx)
@@ -385,6 +472,7 @@ class Writer:
         except BaseException:
             self._ids.clear()
             self._ids.update(saved)
+            self._drop_connection()
             raise
         self.stats["txns"] += 1
         self.stats["ops"] += len(batch)
