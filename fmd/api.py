@@ -126,6 +126,7 @@ class Handle:
         self._stats: dict[str, Stat] = {}
         self._out = _Outbox()
         self._current: EventItem | None = None
+        self._counted = False
         self.specific: dict[str, Any] = {}
         self.conf_subscriptions: list[str] = []
         self.cases_opened = 0
@@ -173,6 +174,7 @@ class Handle:
     # -- event bookkeeping (runner) ---------------------------------------
     def begin_event(self, item: EventItem) -> None:
         self._current = item
+        self._counted = False
 
     def end_event(self) -> None:
         self._current = None
@@ -186,8 +188,11 @@ class Handle:
         before = self._out.states.get(event_id, schema.STATE_RECEIVED)
         if before < state:
             self._out.states[event_id] = state
-            if before == schema.STATE_RECEIVED:
-                self.accepted += 1
+        current = self._current
+        if current is not None and current.id == event_id and not self._counted:
+            # ev_acpt: events this module accepted as they were delivered.
+            self._counted = True
+            self.accepted += 1
 
     # -- SERD engines ------------------------------------------------------
     def serd_create(self, name: str, n: int, t_ns: int) -> SerdEngine:

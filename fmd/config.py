@@ -442,7 +442,7 @@ DAEMON_PROPERTIES: Final[tuple[PropSpec, ...]] = (
     PropSpec(
         "store.batch",
         _P.UINT32,
-        "4096",
+        "16384",
         "The most events the store writes in one transaction (one group commit).",
     ),
     PropSpec(

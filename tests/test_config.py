@@ -413,7 +413,7 @@ def test_daemon_table_builds_and_has_expected_defaults() -> None:
         "clock": "native",
         "store.url": "",
         "store.sync": "full",
-        "store.batch": 4096,
+        "store.batch": 16384,
         "client.evqlim": 65536,
         "client.error": "unload",
         "xprt.socket": True,

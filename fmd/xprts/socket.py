@@ -33,10 +33,10 @@ from fmd.xprt import Ingest, XprtStats
 log = structlog.get_logger("fmd.xprt.socket")
 
 CHUNK = 64 * 1024
-# Chunks read from one client but not yet acknowledged (about 10000 typical
-# events): enough to fill a group commit, small enough that parsing never runs
-# far ahead of the writer.
-MAX_INFLIGHT = 16
+# Chunks read from one client but not yet acknowledged: 2 MiB, about 20000
+# typical events (some tens of MB once parsed).  Enough to keep group commits
+# large, small enough that one client cannot grow memory without bound.
+MAX_INFLIGHT = 32
 
 
 @dataclass(slots=True)
