@@ -21,13 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import structlog
 
 from fmd.clock import Clock, SimulatedClock
 from fmd.errors import EventRejected
 from fmd.log import RateLimiter
-from fmd.protocol import EnaGenerator, Ereport, ereport_from_decoded
+from fmd.protocol import EnaGenerator, Ereport, decode_line, ereport_from_decoded
 from fmd.store import WriteTxn
 from fmd.store.codec import ereport_row
 
@@ -163,19 +162,7 @@ class Ingest:
         stats.received += 1
         stats.bytes += len(line)
         try:
-            if len(line) > self.max_line:
-                raise EventRejected(f"line exceeds {self.max_line} bytes")
-            try:
-                # orjson reads the bytes directly and refuses invalid UTF-8.
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError as bad:
-                    raise EventRejected(f"line is not valid UTF-8 at byte {bad.start}") from None
-                raise EventRejected(f"malformed JSON: {exc}") from None
-            if obj.__class__ is not dict:
-                raise EventRejected("event is not a JSON object")
+            obj = decode_line(line, self.max_line)
             cls = obj.get("class")
             if cls.__class__ is str and cls.startswith(CONTROL_PREFIX):
                 return self._check_control(obj)

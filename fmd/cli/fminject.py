@@ -22,7 +22,7 @@ import orjson
 
 from fmd.cli.common import EXIT_ERROR, fail, paths_for, root_option, run_click
 from fmd.errors import EventRejected
-from fmd.protocol import EnaGenerator, ereport_from_json_dict
+from fmd.protocol import EnaGenerator, decode_line, ereport_from_decoded
 
 CONTROL_PREFIX = "resource.fm.fmd."
 
@@ -54,15 +54,10 @@ def _prepare(line: bytes) -> bytes:
 
 def _check(line: bytes, gen: EnaGenerator) -> None:
     """Validate one line as fmd would (for -n)."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise EventRejected(f"malformed JSON: {exc}") from None
-    if isinstance(obj, dict) and str(obj.get("class", "")).startswith(CONTROL_PREFIX):
+    obj = decode_line(line)
+    if str(obj.get("class", "")).startswith(CONTROL_PREFIX):
         return
-    if not isinstance(obj, dict):
-        raise EventRejected("event is not a JSON object")
-    ereport_from_json_dict(obj, now_ns=time.time_ns(), ena_gen=gen)
+    ereport_from_decoded(obj, time.time_ns(), gen)
 
 
 def _connect(path: str, wait: float) -> socket.socket:

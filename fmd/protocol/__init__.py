@@ -34,6 +34,7 @@ from fmd.protocol.ena import (
 from fmd.protocol.ereport import (
     Ereport,
     WireEreport,
+    decode_line,
     ereport_from_decoded,
     ereport_from_json_dict,
     parse_ereport_line,
@@ -103,6 +104,7 @@ __all__ = [
     "WireEreport",
     "class_match",
     "decode_ena",
+    "decode_line",
     "ena_format1",
     "ena_format2",
     "ereport_from_decoded",

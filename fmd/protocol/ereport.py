@@ -132,15 +132,12 @@ def ereport_from_json_dict(d: Mapping[str, Any], *, now_ns: int, ena_gen: EnaGen
     return _ereport_from_owned(dict(d), now_ns, ena_gen)
 
 
-def parse_ereport_line(
-    line: bytes, *, now_ns: int, ena_gen: EnaGenerator, max_len: int = 1 << 20
-) -> Ereport:
-    """Decode one line of the wire format (a trailing newline is allowed) into an Ereport."""
-    if line.endswith(b"\n"):
-        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+def decode_line(line: bytes, max_len: int = 1 << 20) -> dict[str, Any]:
+    """The JSON object on one wire line (no newline); EventRejected says what is wrong."""
     if len(line) > max_len:
         raise EventRejected(f"line exceeds {max_len} bytes")
     try:
+        # orjson reads the bytes directly and refuses invalid UTF-8.
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         try:
@@ -148,9 +145,18 @@ def parse_ereport_line(
         except UnicodeDecodeError as bad:
             raise EventRejected(f"line is not valid UTF-8 at byte {bad.start}") from None
         raise EventRejected(f"malformed JSON: {exc}") from None
-    if type(obj) is not dict:
+    if obj.__class__ is not dict:
         raise EventRejected("event is not a JSON object")
-    return _ereport_from_owned(obj, now_ns, ena_gen)
+    return obj
+
+
+def parse_ereport_line(
+    line: bytes, *, now_ns: int, ena_gen: EnaGenerator, max_len: int = 1 << 20
+) -> Ereport:
+    """Decode one line of the wire format (a trailing newline is allowed) into an Ereport."""
+    if line.endswith(b"\n"):
+        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+    return _ereport_from_owned(decode_line(line, max_len), now_ns, ena_gen)
 
 
 def _value_error(check: Any, value: object) -> object:
