@@ -69,6 +69,9 @@ class ModuleContext:
     case_owner: Callable[[str], ModuleRunner | None]
     register_case: Callable[[str, ModuleRunner | None], None]
     save_checkpoints: bool = True
+    # Modules whose checkpoint could not be written (see fmd.ckpt).
+    failed_checkpoints: set[str] = field(default_factory=set)
+    checkpoint_failed: Callable[[str, BaseException], None] | None = None
 
 
 @dataclass
@@ -112,6 +115,7 @@ class Handle:
         self.serd = SerdSet()
         self._bufs: dict[str, bytes] = {}
         self._bufs_dirty = False
+        self._buf_bytes = 0
         self._cases: dict[str, Case] = {}
         # Cases handed to the module since the last checkpoint: only these can
         # have changed, so a checkpoint never walks every case.
@@ -222,18 +226,28 @@ class Handle:
 
     # -- persistent buffers -------------------------------------------------
     def buf_write(self, name: str, data: bytes) -> None:
+        old = self._bufs.get(name)
         self._bufs[name] = bytes(data)
+        self._buf_bytes += len(data) - (len(old) if old is not None else 0)
         self._bufs_dirty = True
 
     def buf_read(self, name: str) -> bytes | None:
         return self._bufs.get(name)
 
     def buf_destroy(self, name: str) -> None:
-        if self._bufs.pop(name, None) is not None:
+        old = self._bufs.pop(name, None)
+        if old is not None:
+            self._buf_bytes -= len(old)
             self._bufs_dirty = True
 
     def buf_size(self) -> int:
-        return sum(len(v) for v in self._bufs.values())
+        """Bytes held in the module's buffers (safe to read from any thread)."""
+        return self._buf_bytes
+
+    @property
+    def open_cases(self) -> int:
+        """How many cases the module holds (safe to read from any thread)."""
+        return len(self._cases)
 
     # -- timers --------------------------------------------------------------
     def timer_install(self, delta_ns: int, arg: Any = None) -> int:
@@ -516,6 +530,7 @@ class Handle:
                 f"{doc.get('version')!r} is not {CKPT_VERSION}"
             )
         self._bufs = {k: base64.b64decode(v) for k, v in doc.get("bufs", {}).items()}
+        self._buf_bytes = sum(len(v) for v in self._bufs.values())
         self.specific = dict(doc.get("specific", {}))
         self.cases_opened = int(doc.get("cases_opened", 0))
         self.cases_solved = int(doc.get("cases_solved", 0))
@@ -583,6 +598,8 @@ class Handle:
             list_events=out.published,
             resources=out.resources,
             now_ns=self.now_ns(),
+            failed_modules=self._ctx.failed_checkpoints,
+            on_failure=self._ctx.checkpoint_failed,
         )
         for c in dirty:
             c.clear_dirty()

@@ -186,7 +186,9 @@ class Case:
             self.flags = CaseFlag(int(self.flags) & ~_DIRTY)
 
     def mark_dirty(self) -> None:
-        """Mark the case changed (for edits made directly to ``bufs`` or ``data``)."""
+        """Mark the case changed.  Modules change a case through the handle
+        (``case_set_data``, ``case_buf_write``, ...), which saves it; a direct
+        edit of ``bufs`` or ``data`` is not saved on its own."""
         if not int(self.flags) & _DIRTY:
             self.flags = CaseFlag(int(self.flags) | _DIRTY)
 

@@ -13,6 +13,7 @@ commit through :attr:`CheckpointOp.published`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +42,18 @@ class CheckpointOp:
     serd: list[tuple[str, str | None]] = field(default_factory=list)
     weight: int = 1
     published: list[tuple[str, int, ListEvent]] = field(default_factory=list)
+    # Shared with the daemon: modules whose checkpoint failed.  A later
+    # checkpoint of such a module is skipped (and covers nothing), since it
+    # would commit the events whose state the failed one lost.
+    failed_modules: set[str] = field(default_factory=set)
+    on_failure: Callable[[str, BaseException], None] | None = None
+    skipped: bool = False
 
     def apply(self, tx: WriteTxn) -> None:
+        self.skipped = self.module in self.failed_modules
+        if self.skipped:
+            self.published = []
+            return
         if self.doc is not None:
             tx.save_checkpoint(self.module, self.doc, self.now_ns)
         for name, data in self.serd:
@@ -65,5 +76,11 @@ class CheckpointOp:
             tx.save_resource(r)
 
     def done(self, error: BaseException | None) -> None:
-        if error is not None:
-            log.error("checkpoint_failed", module=self.module, error=str(error))
+        if error is None:
+            return
+        log.error("checkpoint_failed", module=self.module, error=str(error)[:500])
+        # The module's saved state no longer matches what it consumed: it is
+        # failed, like a module that raised, so its events are released.
+        self.failed_modules.add(self.module)
+        if self.on_failure is not None:
+            self.on_failure(self.module, error)

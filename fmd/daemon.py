@@ -165,6 +165,7 @@ class Daemon:
             case_owner=self._case_owner,
             register_case=self._register_case,
             save_checkpoints=p.get_bool("ckpt.save"),
+            checkpoint_failed=self._checkpoint_failed,
         )
         self._load_modules()
         self._replay()
@@ -389,6 +390,12 @@ class Daemon:
             log.error("fmd_stopping", reason=f"module {runner.name} failed and client.error=stop")
             self.request_stop()
 
+    def _checkpoint_failed(self, module: str, error: BaseException) -> None:
+        """A module's checkpoint could not be stored: fail the module (writer thread)."""
+        runner = self.runners.get(module)
+        if runner is not None:
+            runner.fail(ModuleError(f"its checkpoint could not be stored: {str(error)[:300]}"))
+
     def _load_overflow(self, refs: list[tuple[str, int]]) -> list[EventItem]:
         out: list[EventItem] = []
         with self.store.reader() as conn:
@@ -531,7 +538,7 @@ class Daemon:
                     "queue": len(r.queue),
                     "wait_ns": r.queue.wait_ns,
                     "busy_ns": r.stats["busy_ns"],
-                    "open": len(r.handle.cases()),
+                    "open": r.handle.open_cases,
                     "opened": r.handle.cases_opened,
                     "solved": r.handle.cases_solved,
                     "bufsz": r.handle.buf_size(),

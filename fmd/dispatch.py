@@ -159,6 +159,8 @@ class Dispatcher:
         late: list[tuple[int, int]] = []
         committed = self.committed_upto["errlog"]
         for op in batch:
+            if getattr(op, "skipped", False):
+                continue
             for eid, state in getattr(op, "states", ()):
                 if eid <= committed:
                     late.append((eid, state))
@@ -168,6 +170,8 @@ class Dispatcher:
             tx.advance_states(late)
         for op in batch:
             seen: dict[str, int] | None = getattr(op, "last_seen", None)
+            if getattr(op, "skipped", False):
+                continue  # the checkpoint of a failed module covers nothing
             if seen is not None:
                 mine = progress.setdefault(op.module, {})  # type: ignore[attr-defined]
                 for log, upto in seen.items():

@@ -133,6 +133,12 @@ class EventQueue:
                 out.append(self._overflow.popleft())
             return out
 
+    def return_overflow(self, refs: list[tuple[str, int]]) -> None:
+        """Put back references taken by :meth:`take_overflow` that could not be read."""
+        with self._cond:
+            self._overflow.extendleft(reversed(refs))
+            self._cond.notify()
+
     def idle(self) -> None:
         with self._cond:
             self.busy = False

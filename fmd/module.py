@@ -219,6 +219,7 @@ class ModuleRunner:
         self._on_failure = on_failure
         self._batch = batch
         self._thread: threading.Thread | None = None
+        self._fail_lock = threading.Lock()
         self.stats = {"ev_recv": 0, "ev_acpt": 0, "svc_ns": 0, "busy_ns": 0}
         self.started_ns = time.monotonic_ns()
 
@@ -237,8 +238,14 @@ class ModuleRunner:
         if self._thread is not None:
             self._thread.join(timeout)
         if self.state is ModuleState.ACTIVE:
-            self.state = ModuleState.UNLOADED
-            self._guard(lambda: self.plugin.fini(self.handle))
+            if self._guard(lambda: self.plugin.fini(self.handle)):
+                # What fini changed is saved like any batch's changes.
+                self._guard(self._final_checkpoint)
+            if self.state is ModuleState.ACTIVE:
+                self.state = ModuleState.UNLOADED
+
+    def _final_checkpoint(self) -> None:
+        self.handle.checkpoint(dict(self.last_seen))
 
     def call(self, fn: Callable[[], Any], wait: float | None = None) -> Any:
         """Run ``fn`` on the module's thread; wait for its result if ``wait`` is given."""
@@ -271,7 +278,16 @@ class ModuleRunner:
                 return
             if not items:
                 refs = self.queue.take_overflow(self._batch)
-                items = list(self._load_overflow(refs)) if refs else []
+                try:
+                    items = list(self._load_overflow(refs)) if refs else []
+                except Exception as exc:
+                    # The store could not be read: keep the references, in
+                    # order, and try again shortly.
+                    log.error("overflow_reload_failed", module=self.name, error=str(exc)[:300])
+                    self.queue.return_overflow(refs)
+                    self.queue.idle()
+                    time.sleep(1.0)
+                    continue
             if not self.active:
                 self.queue.idle()
                 continue
@@ -282,6 +298,10 @@ class ModuleRunner:
                 self.handle.checkpoint(dict(self.last_seen))
             except Exception as exc:
                 self._fail(exc)
+                for item in items:
+                    if isinstance(item, CallItem) and not item.done.is_set():
+                        item.error = ModuleError(f"module {self.name} failed: {exc}")
+                        item.done.set()
             finally:
                 self.stats["busy_ns"] += time.monotonic_ns() - t0
                 self.queue.idle()
@@ -317,10 +337,15 @@ class ModuleRunner:
             return False
         return True
 
+    def fail(self, exc: BaseException) -> None:
+        """Mark the module failed from outside its thread (a checkpoint it cannot store)."""
+        self._fail(exc)
+
     def _fail(self, exc: BaseException) -> None:
-        if self.state is ModuleState.FAILED:
-            return
-        self.state = ModuleState.FAILED
+        with self._fail_lock:
+            if self.state is ModuleState.FAILED:
+                return
+            self.state = ModuleState.FAILED
         self.error = f"{type(exc).__name__}: {exc}"
         log.error(
             "module_failed",

@@ -23,6 +23,11 @@ from fmd.protocol import Ereport, FmdFmri
 _SILENT = ("list.", "ereport.fm.fmd.", "resource.fm.", "resource.sysevent.", "ereport.io.ddi.")
 
 
+# Bounds on what self-diagnosis keeps for unsubscribed events.
+MAX_CLASSES = 1024
+MAX_EVENTS_PER_CASE = 1000
+
+
 class SelfDiagnosis(Plugin):
     name = "fmd-self-diagnosis"
     version = "1.0"
@@ -33,8 +38,8 @@ class SelfDiagnosis(Plugin):
         hdl.stat("nosub", "events with no subscriber")
         hdl.stat("module", "module failures diagnosed")
         hdl.stat("config", "invalid module configuration files diagnosed")
-        hdl.stat("config", "invalid module configuration files diagnosed")
         hdl.stat("dropped", "events dropped silently")
+        hdl.stat("overflow", "unsubscribed events beyond the per-class or class limits")
 
     def recv(self, hdl: Handle, event: Any) -> None:
         cls: str = event.cls
@@ -47,8 +52,16 @@ class SelfDiagnosis(Plugin):
         case = hdl.case_get(uuid) if uuid else None
         if case is not None:
             # One case per class: while it is outstanding, more events of the
-            # class join it rather than producing another diagnosis.
-            hdl.case_add_ereport(case, event)
+            # class join it rather than producing another diagnosis (up to a
+            # bound, so a flood of one class cannot grow it without end).
+            if len(case.events) < MAX_EVENTS_PER_CASE:
+                hdl.case_add_ereport(case, event)
+            else:
+                hdl.stat("overflow").incr()
+            return
+        if uuid is None and len(by_class) >= MAX_CLASSES:
+            # A sender inventing classes must not grow our state without end.
+            hdl.stat("overflow").incr()
             return
         case = hdl.case_open({"class": cls})
         hdl.case_add_ereport(case, event)

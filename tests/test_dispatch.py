@@ -192,3 +192,14 @@ def test_frontier_never_passes_an_unconsumed_event(plan: list[tuple[str, set[str
             else:
                 break
         assert d.committed_upto["errlog"] == expected
+
+
+def test_checkpoint_of_a_failed_module_covers_nothing() -> None:
+    """A checkpoint skipped because its module's earlier checkpoint failed commits nothing."""
+    d, _a, _b, _ = setup()
+    d.dispatch("errlog", 1, ev("ereport.io.x", 1))
+    skipped = Ckpt("b", {"errlog": 1}, states=[(1, 2)])
+    skipped.skipped = True  # type: ignore[attr-defined]
+    tx = FakeTx()
+    assert commit(d, skipped, tx=tx) == []
+    assert (tx.states, tx.late) == ({}, [])

@@ -301,3 +301,52 @@ def test_wal_is_checkpointed_outside_the_writer(tmp_path: Path) -> None:
     assert pages > 0
     writer.stop()
     s.close()
+
+
+def test_failed_checkpoint_fails_the_module_and_later_ones_are_skipped(tmp_path: Path) -> None:
+    """A checkpoint the store refuses marks its module failed; its next checkpoint is skipped."""
+    from fmd.ckpt import CheckpointOp
+
+    s = Store("", db_file=tmp_path / "fmd.db")
+    writer = s.writer()
+    failed: set[str] = set()
+    reported: list[str] = []
+
+    def op(row: dict[str, Any] | None) -> CheckpointOp:
+        cases = [("u1", row, None, [])] if row is not None else []
+        return CheckpointOp(
+            module="m",
+            last_seen={"errlog": 0, "fltlog": 0},
+            doc="{}",
+            cases=cases,
+            case_deletes=[],
+            states=[],
+            list_events=[],
+            resources=[],
+            now_ns=1,
+            failed_modules=failed,
+            on_failure=lambda m, e: reported.append(m),
+        )
+
+    bad = op(
+        {
+            "uuid": "u1",
+            "module": "m",
+            "state": None,
+            "flags": 0,
+            "principal": None,
+            "code": None,
+            "diag_time_ns": None,
+            "open_time_ns": 1,
+            "data": "{}",
+        }
+    )
+    later = op(None)
+    writer.submit(bad)
+    writer.submit(later)
+    writer.start()
+    writer.stop()
+    assert (failed, reported, later.skipped) == ({"m"}, ["m"], True)
+    with s.reader() as conn:
+        assert queries.load_checkpoints(conn) == {}
+    s.close()

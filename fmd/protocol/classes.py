@@ -20,8 +20,14 @@ _PATTERN_RE: Final = re.compile(rf"(?:{_COMPONENT}|\*)(?:\.(?:{_COMPONENT}|\*))*
 _COMPONENT_RE: Final = re.compile(_COMPONENT)
 
 
+# The longest class or pattern: the store keeps classes in 255-character columns.
+MAX_CLASS_LEN: Final = 255
+
+
 def _class_problem(text: str, kind: str) -> str | None:
     """Why *text* is not a valid class (kind "class") or pattern (kind "pattern"), or None."""
+    if len(text) > MAX_CLASS_LEN:
+        return f"invalid {kind} {_show(text)}: longer than {MAX_CLASS_LEN} characters"
     whole = _PATTERN_RE if kind == "pattern" else _CLASS_RE
     if whole.fullmatch(text):
         return None

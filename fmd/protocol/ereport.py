@@ -24,7 +24,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from fmd.errors import EventRejected, FmriError, ProtocolError
 from fmd.protocol._common import _json_type, _show
-from fmd.protocol.classes import _CLASS_RE, _class_problem
+from fmd.protocol.classes import _CLASS_RE, MAX_CLASS_LEN, _class_problem
 from fmd.protocol.ena import EnaGenerator, parse_ena
 from fmd.protocol.fmri import Fmri, _parse_detector, fmri_from_obj, fmri_to_json
 from fmd.protocol.timefmt import parse_time, utc_iso
@@ -72,7 +72,7 @@ def _ereport_class_problem(cls: object) -> str | None:
         return "'class' must be a string"
     if not cls.startswith("ereport."):
         return f"class {_show(cls, 80)} does not start with 'ereport.'"
-    if _CLASS_RE.fullmatch(cls) is None:
+    if len(cls) > MAX_CLASS_LEN or _CLASS_RE.fullmatch(cls) is None:
         return _class_problem(cls, "class")
     if len(_VALID_EREPORT_CLASSES) < _VALID_EREPORT_CLASSES_MAX:
         _VALID_EREPORT_CLASSES.add(cls)  # set.add is atomic: no lock needed

@@ -53,10 +53,14 @@ def _iso_to_ns(text: str) -> int:
     return _time_in_range(seconds * _NS_PER_S + ns, text)
 
 
+# Event times are stored as signed 64-bit nanoseconds: 1970 up to 2262-04-11.
+_MAX_TIME_NS: Final = 2**63
+
+
 def _time_in_range(time_ns: int, shown: object) -> int:
-    if not 0 <= time_ns < _MAX_EPOCH_S * _NS_PER_S:
+    if not 0 <= time_ns < _MAX_TIME_NS:
         raise EventRejected(
-            f"'time' {_show(shown, 60)} is out of range (1970-01-01 to 9999-12-31 UTC)"
+            f"'time' {_show(shown, 60)} is out of range (1970-01-01 to 2262-04-11 UTC)"
         )
     return time_ns
 
@@ -74,7 +78,7 @@ def parse_time(value: object) -> int:
         if not 0 <= value < _MAX_EPOCH_S:
             return _time_in_range(-1, value)
         sec = int(value)
-        return sec * _NS_PER_S + round((value - sec) * _NS_PER_S)
+        return _time_in_range(sec * _NS_PER_S + round((value - sec) * _NS_PER_S), value)
     if isinstance(value, str):
         return _iso_to_ns(value)
     raise EventRejected(_TIME_TYPE_MESSAGE)

@@ -58,7 +58,7 @@ errlog = Table(
     Column("state", SmallInteger, nullable=False),
     Column("committed", Boolean, nullable=False),
     Column("injected", Boolean, nullable=False),
-    Column("xprt", String(64), nullable=False),
+    Column("xprt", Text, nullable=False),
 )
 Index("ix_errlog_time", errlog.c.time_ns)
 
@@ -146,14 +146,14 @@ serd_engines = Table(
     "serd_engines",
     metadata,
     Column("module", String(128), primary_key=True),
-    Column("name", String(512), primary_key=True),
+    Column("name", Text, primary_key=True),
     Column("data", Text, nullable=False),
 )
 
 xprt_offsets = Table(
     "xprt_offsets",
     metadata,
-    Column("name", String(512), primary_key=True),
+    Column("name", Text, primary_key=True),
     Column("ident", String(128), nullable=False),
     Column("offset", BigInteger, nullable=False),
 )

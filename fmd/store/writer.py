@@ -325,10 +325,28 @@ def _conflict_update(table: Table, keys: Sequence[str]) -> str:
 _MAX_PARAMS = 30_000
 
 
+# Database errors worth waiting out: a busy or locked SQLite file, a PostgreSQL
+# connection that went away.  Anything else (read-only file system, disk I/O
+# error, a missing table) fails the ops at once instead of stalling ingest.
+_TRANSIENT = (
+    "database is locked",
+    "database is busy",
+    "connection",
+    "could not connect",
+    "server closed",
+    "terminating connection",
+    "timeout",
+)
+MAX_RETRIES = 30  # with back-off capped at 5 s: about two minutes
+
+
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig if exc.orig is not None else exc).lower()
+        return any(t in text for t in _TRANSIENT)
+    return False
 
 
 class Writer:
@@ -416,22 +434,27 @@ class Writer:
 
     def _write(self, batch: list[WriteOp]) -> None:
         delay = 0.05
+        tries = 0
         while True:
             try:
                 self._transact(batch)
             except Exception as exc:
-                if _is_transient(exc):
+                tries += 1
+                transient = _is_transient(exc)
+                if transient and tries <= MAX_RETRIES:
                     self.stats["retries"] += 1
-                    log.warning("store_retry", error=str(exc), delay=delay)
+                    log.warning("store_retry", error=str(exc)[:300], delay=delay)
                     time.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
-                if len(batch) == 1:
-                    self.stats["failed_ops"] += 1
-                    log.error("store_op_failed", error=str(exc), op=type(batch[0]).__name__)
+                if len(batch) == 1 or transient:
+                    # One op that fails, or a database that stayed unusable:
+                    # the ops fail (their clients are told), nothing stalls.
+                    self.stats["failed_ops"] += len(batch)
+                    log.error("store_op_failed", error=str(exc)[:500], ops=len(batch))
                     self._finish(batch, exc)
                     return
-                log.warning("store_batch_split", error=str(exc), ops=len(batch))
+                log.warning("store_batch_split", error=str(exc)[:300], ops=len(batch))
                 for op in batch:
                     self._write([op])
                 return

@@ -66,6 +66,7 @@ class FileTransport:
         offset = 0
         buf = b""
         discarding = False
+        rotated = False
         while not self._stop.is_set():
             if fh is None:
                 try:
@@ -115,14 +116,23 @@ class FileTransport:
                 self._store(lines, ident, offset)
                 continue
             # At end of file: has it been replaced or truncated?
+            if rotated:
+                # The old file was read once more after the rename was seen, so
+                # lines appended just before it are not lost: now move on.
+                fh.close()
+                fh = None
+                rotated = False
+                continue
             try:
                 st = os.stat(self.path)
             except FileNotFoundError:
                 st = None
             current = os.fstat(fh.fileno())
-            if st is None or _ident(st) != ident or current.st_size < offset + len(buf):
-                if st is not None and _ident(st) == ident:
-                    log.warning("xprt_file_truncated", path=str(self.path))
+            if st is None or _ident(st) != ident:
+                rotated = True
+                continue
+            if current.st_size < offset + len(buf):
+                log.warning("xprt_file_truncated", path=str(self.path))
                 fh.close()
                 fh = None
                 continue

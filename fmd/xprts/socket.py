@@ -251,7 +251,7 @@ class SocketTransport:
                 ena = enas[cursor[r]] if enas[0] != -1 else None
                 cursor[r] += 1
                 if err is not None:
-                    out.append(orjson.dumps({"ok": False, "error": f"not stored: {err}"}) + b"\n")
+                    out.append(orjson.dumps({"ok": False, "error": _not_stored(err)}) + b"\n")
                 elif ena is None:
                     out.append(b'{"ok":true}\n')
                 else:
@@ -266,6 +266,12 @@ class SocketTransport:
             await writer.wait_closed()
         except (ConnectionError, RuntimeError):
             pass
+
+
+def _not_stored(err: BaseException) -> str:
+    """A short reason for a client whose event could not be stored (the log has it all)."""
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"not stored: {first[:200]}"
 
 
 def _resolver(
