@@ -51,7 +51,10 @@ class Store:
                 migrations.migrate(self.engine, time.time_ns())
         except SQLAlchemyError as exc:
             self.engine.dispose()
-            raise StoreError(f"cannot open the fmd store {self.safe_url}: {exc}") from exc
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise StoreError(
+                f"cannot open the fmd store {self.safe_url}: {reason[0] if reason else exc}"
+            ) from exc
         except BaseException:
             self.engine.dispose()
             raise
