@@ -34,10 +34,11 @@ import orjson
 import structlog
 from sqlalchemy import select
 
+from fmd.adm.requests import register_requests
 from fmd.adm.server import AdmServer
 from fmd.api import Handle, ModuleContext
 from fmd.case import Case
-from fmd.clock import SimulatedClock, make_clock
+from fmd.clock import make_clock
 from fmd.config import Properties, parse_conf
 from fmd.dictionary import DictionarySet, default_dict_dirs
 from fmd.dispatch import Dispatcher, ModuleGoneOp
@@ -180,7 +181,7 @@ class Daemon:
         # Transports first: once the control socket answers, fmd is fully up.
         self._start_transports()
         self.adm = AdmServer(self.paths.adm_socket)
-        self._register_adm(self.adm)
+        register_requests(self.adm, self)
         self.adm.start()
         # Ingest allocates many short-lived objects; the default gen-0 threshold
         # (700) makes the cyclic collector run thousands of times a second and
@@ -455,103 +456,3 @@ class Daemon:
         self.store.close()
         self._pidlock.release()
         log.info("fmd_stopped")
-
-    # -- control requests ----------------------------------------------------
-    def _register_adm(self, adm: AdmServer) -> None:
-        adm.register(
-            "ping",
-            lambda req: {"pid": os.getpid(), "version": VERSION, "root": str(self.paths.root)},
-        )
-        adm.register("config", lambda req: self.module_list())
-        adm.register("stats", lambda req: self.stats())
-        adm.register("module.stats", self._module_stats)
-        adm.register("serd", self._serd)
-        adm.register("quiesce", lambda req: self.quiesce(float(req.get("timeout", 60))))
-
-    def module_list(self) -> dict[str, Any]:
-        mods = [
-            {
-                "name": r.name,
-                "version": r.version,
-                "status": str(r.state.value),
-                "description": r.description,
-                "origin": r.origin,
-                "error": r.error,
-            }
-            for r in sorted(self.runners.values(), key=lambda r: r.name)
-        ]
-        return {"modules": mods, "load_errors": list(self.load_errors)}
-
-    def _runner(self, req: dict[str, Any]) -> ModuleRunner:
-        name = req.get("module")
-        runner = self.runners.get(str(name))
-        if runner is None:
-            raise ModuleError(f"no module named {name!r}; see 'fmadm config'")
-        return runner
-
-    def _module_stats(self, req: dict[str, Any]) -> list[dict[str, Any]]:
-        r = self._runner(req)
-        out = [
-            {"name": s.name, "value": s.value, "description": s.description}
-            for s in r.handle.stats()
-        ]
-        return out
-
-    def _serd(self, req: dict[str, Any]) -> list[dict[str, Any]]:
-        r = self._runner(req)
-
-        def snapshot() -> list[dict[str, Any]]:
-            out = []
-            for eng in r.handle.serd:
-                oldest = eng.events[0].time_ns if eng.events else None
-                newest = eng.events[-1].time_ns if eng.events else None
-                # The span of the events held: the figure compared with T.
-                span = eng.events[-1].time_ns - eng.events[0].time_ns if eng.events else 0
-                out.append(
-                    {
-                        "name": eng.name,
-                        "n": eng.n,
-                        "t": eng.t_ns,
-                        "count": eng.count,
-                        "fired": eng.fired,
-                        "delta": span,
-                        "oldest": oldest,
-                        "newest": newest,
-                    }
-                )
-            return out
-
-        if r.active:
-            result: list[dict[str, Any]] = r.call(snapshot, wait=30.0)
-            return result
-        return snapshot()
-
-    def stats(self) -> dict[str, Any]:
-        mods = []
-        for r in sorted(self.runners.values(), key=lambda r: r.name):
-            mods.append(
-                {
-                    "name": r.name,
-                    "status": str(r.state.value),
-                    "ev_recv": r.stats["ev_recv"],
-                    "ev_acpt": r.handle.accepted,
-                    "queue": len(r.queue),
-                    "wait_ns": r.queue.wait_ns,
-                    "busy_ns": r.stats["busy_ns"],
-                    "open": r.handle.open_cases,
-                    "opened": r.handle.cases_opened,
-                    "solved": r.handle.cases_solved,
-                    "bufsz": r.handle.buf_size(),
-                    "overflowed": r.queue.stats["overflowed"],
-                }
-            )
-        xprts = [t.as_dict() for t in self.ingest.transports.values()] if self.ingest else []
-        return {
-            "uptime_ns": time.time_ns() - self.started_ns,
-            "clock": self.clock.now_ns(),
-            "simulated": isinstance(self.clock, SimulatedClock),
-            "writer": dict(self.writer.stats),
-            "dispatch": dict(self.dispatcher.stats),
-            "modules": mods,
-            "transports": xprts,
-        }

@@ -1,0 +1,132 @@
+"""The control requests fmd answers: what fmadm and fmstat ask the daemon.
+
+Each request is a function of the running :class:`~fmd.daemon.Daemon` and the
+request object; :func:`register_requests` puts them on the control socket.
+Requests that read a module's live state (its SERD engines) run on the module's
+own thread; the others read only counters that are safe to read from any thread.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from fmd.adm.server import AdmServer
+from fmd.clock import SimulatedClock
+from fmd.errors import ModuleError
+
+if TYPE_CHECKING:
+    from fmd.daemon import Daemon
+    from fmd.module import ModuleRunner
+
+
+def register_requests(adm: AdmServer, daemon: Daemon) -> None:
+    """Register every control request of ``daemon`` on ``adm``."""
+    from fmd.daemon import VERSION
+
+    adm.register(
+        "ping",
+        lambda req: {"pid": os.getpid(), "version": VERSION, "root": str(daemon.paths.root)},
+    )
+    adm.register("config", lambda req: module_list(daemon))
+    adm.register("stats", lambda req: stats(daemon))
+    adm.register("module.stats", lambda req: module_stats(daemon, req))
+    adm.register("serd", lambda req: serd_engines(daemon, req))
+    adm.register("quiesce", lambda req: daemon.quiesce(float(req.get("timeout", 60))))
+
+
+def module_list(daemon: Daemon) -> dict[str, Any]:
+    """``fmadm config``: every module with its status, and the plug-ins that failed to load."""
+    mods = [
+        {
+            "name": r.name,
+            "version": r.version,
+            "status": str(r.state.value),
+            "description": r.description,
+            "origin": r.origin,
+            "error": r.error,
+        }
+        for r in sorted(daemon.runners.values(), key=lambda r: r.name)
+    ]
+    return {"modules": mods, "load_errors": list(daemon.load_errors)}
+
+
+def _runner(daemon: Daemon, req: dict[str, Any]) -> ModuleRunner:
+    name = req.get("module")
+    runner = daemon.runners.get(str(name))
+    if runner is None:
+        raise ModuleError(f"no module named {name!r}; see 'fmadm config'")
+    return runner
+
+
+def module_stats(daemon: Daemon, req: dict[str, Any]) -> list[dict[str, Any]]:
+    """``fmstat -m``: a module's own statistics."""
+    r = _runner(daemon, req)
+    return [
+        {"name": s.name, "value": s.value, "description": s.description} for s in r.handle.stats()
+    ]
+
+
+def serd_engines(daemon: Daemon, req: dict[str, Any]) -> list[dict[str, Any]]:
+    """``fmstat -s -m``: a module's SERD engines, read on the module's thread."""
+    r = _runner(daemon, req)
+
+    def snapshot() -> list[dict[str, Any]]:
+        out = []
+        for eng in r.handle.serd:
+            oldest = eng.events[0].time_ns if eng.events else None
+            newest = eng.events[-1].time_ns if eng.events else None
+            # The span of the events held: the figure compared with T.
+            span = eng.events[-1].time_ns - eng.events[0].time_ns if eng.events else 0
+            out.append(
+                {
+                    "name": eng.name,
+                    "n": eng.n,
+                    "t": eng.t_ns,
+                    "count": eng.count,
+                    "fired": eng.fired,
+                    "delta": span,
+                    "oldest": oldest,
+                    "newest": newest,
+                }
+            )
+        return out
+
+    if r.active:
+        result: list[dict[str, Any]] = r.call(snapshot, wait=30.0)
+        return result
+    return snapshot()
+
+
+def stats(daemon: Daemon) -> dict[str, Any]:
+    """``fmstat``: per-module, writer, dispatch and transport counters."""
+    mods = []
+    for r in sorted(daemon.runners.values(), key=lambda r: r.name):
+        mods.append(
+            {
+                "name": r.name,
+                "status": str(r.state.value),
+                "ev_recv": r.stats["ev_recv"],
+                "ev_acpt": r.handle.accepted,
+                "queue": len(r.queue),
+                "wait_ns": r.queue.wait_ns,
+                "busy_ns": r.stats["busy_ns"],
+                "open": r.handle.open_cases,
+                "opened": r.handle.cases_opened,
+                "solved": r.handle.cases_solved,
+                "bufsz": r.handle.buf_size(),
+                "overflowed": r.queue.stats["overflowed"],
+            }
+        )
+    ingest = daemon.ingest
+    xprts = [t.as_dict() for t in ingest.transports.values()] if ingest else []
+    return {
+        "uptime_ns": time.time_ns() - daemon.started_ns,
+        "clock": daemon.clock.now_ns(),
+        "simulated": isinstance(daemon.clock, SimulatedClock),
+        "writer": dict(daemon.writer.stats),
+        "dispatch": dict(daemon.dispatcher.stats),
+        "modules": mods,
+        "transports": xprts,
+    }
