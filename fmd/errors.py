@@ -83,6 +83,12 @@ class DictionaryError(FmdError):
     code = "EFMD_DICT"
 
 
+class TopoLookupError(FmdError, LookupError):
+    """A cpuid, APIC id or FMRI is not in this machine's topology."""
+
+    code = "EFMD_TOPO"
+
+
 class TransportError(FmdError):
     """A transport could not be opened or lost its peer."""
 
