@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from fmd.module import ModuleRunner
     from fmd.store import Writer
     from fmd.timerq import TimerQueue
+    from fmd.topo import Platform
 
 CKPT_VERSION = 1
 
@@ -69,6 +70,8 @@ class ModuleContext:
     case_owner: Callable[[str], ModuleRunner | None]
     register_case: Callable[[str, ModuleRunner | None], None]
     save_checkpoints: bool = True
+    # The machine's topology (fmd.topo.Platform); None only in bare unit tests.
+    platform: Any = None
     # Modules whose checkpoint could not be written (see fmd.ckpt).
     failed_checkpoints: set[str] = field(default_factory=set)
     checkpoint_failed: Callable[[str, BaseException], None] | None = None
@@ -155,6 +158,14 @@ class Handle:
     def unsubscribe(self, pattern: str) -> None:
         assert self.runner is not None
         self._ctx.tree.unsubscribe(pattern, self.runner)
+
+    @property
+    def topo(self) -> Platform:
+        """The machine's topology: hc tree, FRU labels, cpu and address mapping."""
+        if self._ctx.platform is None:
+            raise ModuleApiError(f"module {self.name}: fmd has no topology loaded")
+        platform: Platform = self._ctx.platform
+        return platform
 
     def now_ns(self) -> int:
         return self._ctx.clock.now_ns()

@@ -423,6 +423,21 @@ DAEMON_PROPERTIES: Final[tuple[PropSpec, ...]] = (
         ("native", "simulated"),
     ),
     PropSpec(
+        "platform",
+        _P.ENUM,
+        "auto",
+        "Where fmd learns the machine's topology (CPUs, memory, FRU labels). sim is a fixed "
+        "four-chip test machine; file reads etc/fmd/topology.toml; linux reads sysfs; auto "
+        "picks file when that file exists, else linux when running as root, else sim.",
+        choices=("auto", "sim", "file", "linux"),
+    ),
+    PropSpec(
+        "topo.sysfs",
+        _P.STRING,
+        "/sys",
+        "The sysfs tree the linux platform reads (a test can point it at a fake tree).",
+    ),
+    PropSpec(
         "store.url",
         _P.STRING,
         "",

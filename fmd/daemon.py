@@ -23,7 +23,6 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -46,12 +45,13 @@ from fmd.errors import ConfigError, FmdError, ModuleError
 from fmd.eventq import EventItem, EventQueue
 from fmd.module import ModuleRunner, ModuleState, Plugin, PluginSource, discover
 from fmd.paths import Paths, install_default_conf
-from fmd.protocol import ProtocolError, sanitize_authority, validate_pattern
+from fmd.protocol import ProtocolError, validate_pattern
 from fmd.selfdiag import SelfDiagnosis
 from fmd.serd import SerdSet
 from fmd.store import Store, queries, schema
 from fmd.store.codec import row_ereport, row_list
 from fmd.timerq import TimerQueue
+from fmd.topo import choose_platform
 from fmd.xprt import Ingest
 from fmd.xprts.file import FileTransport
 from fmd.xprts.socket import SocketTransport
@@ -59,22 +59,6 @@ from fmd.xprts.socket import SocketTransport
 log = structlog.get_logger("fmd.daemon")
 
 VERSION = "1.2"
-
-
-def host_authority() -> tuple[tuple[str, str], ...]:
-    """The authority of this host: product from DMI when readable, server the host name."""
-    product = "unknown"
-    for f in ("/sys/class/dmi/id/product_name",):
-        try:
-            text = Path(f).read_text().strip()
-        except OSError:
-            continue
-        if text:
-            product = text
-    return (
-        ("product-id", sanitize_authority(product)),
-        ("server-id", sanitize_authority(socket.gethostname())),
-    )
 
 
 class PidLock:
@@ -156,13 +140,20 @@ class Daemon:
             after_commit=self.dispatcher.after_commit,
         )
         self.timers = TimerQueue(self.clock)
+        self.platform = choose_platform(
+            p.get_str("platform"),
+            topology_file=self.paths.topology_file,
+            sysfs_root=Path(p.get_str("topo.sysfs")),
+            is_root=os.geteuid() == 0,
+        )
         self.ctx = ModuleContext(
             clock=self.clock,
             writer=self.writer,
             dicts=self.dicts,
             timers=self.timers,
             tree=self.dispatcher.tree,
-            authority=host_authority(),
+            authority=tuple(self.platform.authority),
+            platform=self.platform,
             case_owner=self._case_owner,
             register_case=self._register_case,
             save_checkpoints=p.get_bool("ckpt.save"),
@@ -197,6 +188,7 @@ class Daemon:
             modules=sorted(self.runners),
             replayed=self.replayed,
             clock=p.get_str("clock"),
+            platform=type(self.platform).__name__,
         )
 
     def _plugin_sources(self) -> list[PluginSource]:
@@ -343,6 +335,7 @@ class Daemon:
             max_line=p.get_size("xprt.maxline"),
             err_limit=p.get_int("log.errlimit"),
             err_window_ns=p.get_time_ns("log.errwindow"),
+            platform=self.platform,
         )
         self.ingest = ingest
         with self.store.reader() as conn:

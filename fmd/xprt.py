@@ -6,7 +6,8 @@ objects and hands them to :class:`Ingest`, which wraps them in an
 events are durably committed (or definitely failed), which is when a
 transport may acknowledge them.  :class:`Ingest` also owns what transports
 must agree on: per-transport counters, rate-limited logging of rejected input,
-the ENA generator, and the simulated-clock control event
+the ENA generator, raw machine-check records (decoded by
+:mod:`fmd.telemetry` against the platform), and the simulated-clock control event
 ``resource.fm.fmd.clock.addhrtime`` (member ``delta``, nanoseconds), which is
 ordered with the events around it by going through the writer as well.
 
@@ -29,6 +30,8 @@ from fmd.log import RateLimiter
 from fmd.protocol import EnaGenerator, Ereport, decode_line, ereport_from_decoded
 from fmd.store import WriteTxn
 from fmd.store.codec import ereport_row
+from fmd.telemetry import mca_ereport
+from fmd.topo import Platform
 
 log = structlog.get_logger("fmd.xprt")
 
@@ -133,8 +136,10 @@ class Ingest:
         max_line: int,
         err_limit: int,
         err_window_ns: int,
+        platform: Platform | None = None,
     ) -> None:
         self._submit = submit
+        self.platform = platform
         self.clock = clock
         self._kick = kick_timers
         self.max_line = max_line
@@ -167,6 +172,10 @@ class Ingest:
             if cls.__class__ is str and cls.startswith(CONTROL_PREFIX):
                 return self._check_control(obj)
             now = self.clock.now_ns() if now_ns is None else now_ns
+            if cls is None and "mca" in obj:
+                if self.platform is None:
+                    raise EventRejected("raw MCA records need a platform (topology)")
+                return mca_ereport(obj, self.platform, now_ns=now, ena_gen=self.ena)
             return ereport_from_decoded(obj, now, self.ena)
         except EventRejected as exc:
             self.rejected(stats, exc)

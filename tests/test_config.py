@@ -411,6 +411,8 @@ def test_daemon_table_builds_and_has_expected_defaults() -> None:
     props = Properties.build(DAEMON_PROPERTIES)
     assert dict(props.items()) == {
         "clock": "native",
+        "platform": "auto",
+        "topo.sysfs": "/sys",
         "store.url": "",
         "store.sync": "full",
         "store.batch": 16384,

@@ -1,0 +1,147 @@
+"""Raw hardware telemetry into ereports: the one place records are decoded.
+
+Telemetry sources (the mcelog text form through ``fminject --format mce``, and
+later others) send raw machine-check records, not classified ereports: fmd
+knows the platform, so it alone decodes them, and every source shares one
+decoder (:mod:`fmd.mca`).  On the wire a raw record is a JSON line with an
+``mca`` object and no ``class``::
+
+    {"mca": {"cpu": 12, "bank": 2, "status": "0x9c00...", "addr": "0x...",
+             "misc": "0x...", "mcgstatus": "0x0", "mcgcap": "0x...",
+             "vendor": "GenuineIntel", "family": 6, "model": 85,
+             "time": 1700000000}}
+
+Registers are integers or hex strings; the CPU is ``cpu`` (logical id) or
+``apicid``.  The record becomes one ereport whose detector is the strand's hc
+FMRI:
+
+* a memory error whose address is usable becomes
+  ``ereport.cpu.generic-x86.mem_ce`` or ``mem_ue`` with ``physaddr`` and, when
+  the platform's address decoder knows the address, ``resource`` (the rank's hc
+  FMRI) — the memory diagnosis needs nothing else;
+* anything else becomes ``ereport.cpu.generic-x86.<leaf>`` with the decoder's
+  payload (``compound_errorname``, ``IA32_MCi_STATUS``, ``severity``, ...).
+
+Both carry ``cpuid``.  A record that cannot be decoded (bad values, VAL clear,
+a CPU the platform does not have) is rejected with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fmd.errors import EventRejected, FmdError
+from fmd.mca import McaRecord, decode, memory_class
+from fmd.protocol import EnaGenerator, Ereport, parse_ena, parse_time, utc_iso
+from fmd.topo import Platform
+
+# JSON member -> McaRecord field, for the integer registers and ids.
+_INT_FIELDS = {
+    "bank": "bank", "status": "status", "addr": "addr", "misc": "misc",
+    "mcgstatus": "mcg_status", "mcgcap": "mcg_cap", "cpu": "cpu", "socket": "socket",
+    "core": "core", "thread": "thread", "apicid": "apicid", "family": "family",
+    "model": "model", "tsc": "tsc", "ip": "ip", "cs": "cs", "ipid": "ipid",
+    "synd": "synd", "ppin": "ppin",
+}  # fmt: skip
+
+
+# Members written in decimal by record_to_json (ids and small numbers).
+_DECIMAL = frozenset({"bank", "cpu", "socket", "core", "thread", "apicid", "family", "model"})
+
+
+def _int(name: str, value: object) -> int:
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            return int(text, 16) if text.startswith("0x") else int(text, 10)
+        except ValueError:
+            pass
+    raise EventRejected(f"mca member {name!r} must be an integer or hex string, not {value!r}")
+
+
+def record_from_json(obj: Mapping[str, Any]) -> McaRecord:
+    """An :class:`McaRecord` from the ``mca`` object of a wire line."""
+    unknown = sorted(set(obj) - set(_INT_FIELDS) - {"vendor", "time"})
+    if unknown:
+        raise EventRejected(f"mca: unknown members {', '.join(unknown)}")
+    for required in ("bank", "status"):
+        if required not in obj:
+            raise EventRejected(f"mca: missing member {required!r}")
+    fields: dict[str, Any] = {
+        _INT_FIELDS[k]: _int(k, v) for k, v in obj.items() if k in _INT_FIELDS and v is not None
+    }
+    vendor = obj.get("vendor")
+    if vendor is not None:
+        if not isinstance(vendor, str):
+            raise EventRejected("mca member 'vendor' must be a string")
+        fields["vendor"] = vendor
+    if obj.get("time") is not None:
+        fields["time_ns"] = parse_time(obj["time"])
+    try:
+        return McaRecord(**fields)
+    except FmdError as exc:
+        raise EventRejected(f"mca: {exc}") from None
+
+
+def record_to_json(record: McaRecord) -> dict[str, Any]:
+    """The wire form of a record (registers as hex strings): inverse of record_from_json."""
+    out: dict[str, Any] = {}
+    for member, name in _INT_FIELDS.items():
+        value = getattr(record, name)
+        if value is not None:
+            out[member] = value if member in _DECIMAL else f"0x{value:x}"
+    if record.vendor is not None:
+        out["vendor"] = record.vendor
+    if record.time_ns is not None:
+        out["time"] = utc_iso(record.time_ns)
+    return out
+
+
+def mca_ereport(
+    obj: Mapping[str, Any], platform: Platform, *, now_ns: int, ena_gen: EnaGenerator
+) -> Ereport:
+    """Decode one raw record (the ``mca`` member of ``line``) into an ereport."""
+    raw = obj.get("mca")
+    if not isinstance(raw, Mapping):
+        raise EventRejected("'mca' must be an object of MCA registers")
+    record = record_from_json(raw)
+    cpu = record.cpu
+    try:
+        if cpu is None:
+            if record.apicid is None:
+                raise EventRejected("mca: the record names no CPU (cpu or apicid)")
+            cpu = platform.apic_to_cpu(record.apicid)
+        strand = platform.cpu_to_hc(cpu)
+    except LookupError as exc:
+        raise EventRejected(f"mca: unknown cpu for this platform: {exc}") from None
+    try:
+        decoded = decode(record)
+    except FmdError as exc:
+        raise EventRejected(f"mca: {exc}") from None
+    time_ns = record.time_ns if record.time_ns is not None else now_ns
+    payload: dict[str, Any] = dict(decoded.payload)
+    payload["cpuid"] = cpu
+    cls = decoded.ereport_class
+    mem = memory_class(decoded)
+    if mem is not None and decoded.physaddr is not None:
+        cls = mem
+        payload["physaddr"] = decoded.physaddr
+        rank = platform.decode_address(decoded.physaddr)
+        if rank is not None:
+            payload["resource"] = rank.to_string()
+    injected = obj.get("__injected", False)
+    if type(injected) is not bool:
+        raise EventRejected("'__injected' must be true or false")
+    ena = parse_ena(obj["ena"]) if obj.get("ena") is not None else ena_gen.next(time_ns, cpu)
+    return Ereport(
+        cls=cls,
+        ena=ena,
+        time_ns=time_ns,
+        detector=strand,
+        detector_str=strand.to_string(),
+        payload=payload,
+        injected=injected,
+    )
