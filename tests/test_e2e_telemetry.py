@@ -57,6 +57,7 @@ def test_mce_text_is_decoded_by_fmd(root: Path, fmd_factory: list[FmdProcess]) -
     cache, mem = events
     assert cache["detector"].endswith("/motherboard=0/chip=1/core=0/strand=1")
     assert (cache["cpuid"], cache["compound_errorname"]) == (5, "GCACHEL2_ERR_ERR")
+    assert cache["__injected"] is True
     assert cache["time"].startswith("2023-11-14T22:13:20")
     assert mem["detector"].endswith("/chip=0/core=0/strand=1")
     assert mem["physaddr"] == 0x2040

@@ -71,12 +71,12 @@ def _prepare(line: bytes) -> bytes:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
         return line
-    if (
-        isinstance(obj, dict)
-        and isinstance(obj.get("class"), str)
-        and obj["class"].startswith("ereport.")
-        and "__injected" not in obj
-    ):
+    if not isinstance(obj, dict) or "__injected" in obj:
+        return line
+    cls = obj.get("class")
+    ereport = isinstance(cls, str) and cls.startswith("ereport.")
+    raw_record = cls is None and "mca" in obj
+    if ereport or raw_record:
         obj["__injected"] = True
         return orjson.dumps(obj)
     return line
