@@ -83,11 +83,19 @@ def config_rows(fmd: FmdProcess) -> list[str]:
 
 
 def test_config_lists_active_modules(root: Path, fmd_factory: list[FmdProcess]) -> None:
-    """fmadm config shows self-diagnosis and the plug-ins as active, in the illumos layout."""
+    """fmadm config shows the built-in modules and the plug-ins as active, in the illumos
+    layout."""
     fmd = start(root, fmd_factory, ["counter", "serdtest"])
     assert config_rows(fmd) == [
         LAYOUT % ("MODULE", "VERSION", "STATUS", "DESCRIPTION"),
         LAYOUT % ("counter", "1.0", "active", "Counting test module"),
+        LAYOUT
+        % (
+            "cpumem-diagnosis",
+            "1.0",
+            "active",
+            "generic x86 CPU and memory diagnosis (gcpu.esc rules)",
+        ),
         LAYOUT % ("fmd-self-diagnosis", "1.0", "active", "Fault Manager Self-Diagnosis"),
         LAYOUT % ("serd-test", "1.0", "active", "SERD test module"),
     ]
@@ -121,7 +129,11 @@ def test_invalid_plugins_are_reported(root: Path, fmd_factory: list[FmdProcess])
     """Plug-in files that fail validation are reported and skipped; fmd serves the rest."""
     fmd = start(root, fmd_factory, ["noplugin", "badname", "counter"])
     config = fmd.adm("config")
-    assert sorted(m["name"] for m in config["modules"]) == ["counter", "fmd-self-diagnosis"]
+    assert sorted(m["name"] for m in config["modules"]) == [
+        "counter",
+        "cpumem-diagnosis",
+        "fmd-self-diagnosis",
+    ]
     errors = sorted(config["load_errors"])
     assert len(errors) == 2
     assert "badname.py" in errors[0]
@@ -203,7 +215,11 @@ def test_bad_conf_line_stops_the_module(
         conf={"conf-bad": f"subscribe ereport.confbad.x\n{line}\n"},
     )
     config = fmd.adm("config")
-    assert sorted(m["name"] for m in config["modules"]) == ["counter", "fmd-self-diagnosis"]
+    assert sorted(m["name"] for m in config["modules"]) == [
+        "counter",
+        "cpumem-diagnosis",
+        "fmd-self-diagnosis",
+    ]
     [error] = config["load_errors"]
     assert "conf-bad.conf:2" in error
     assert found in error
