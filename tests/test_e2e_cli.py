@@ -305,9 +305,10 @@ def test_wheel_has_scripts_and_data(tmp_path: Path) -> None:
         text = zf.read(entry_points).decode()
     scripts = text.split("[console_scripts]", 1)[1].split("[", 1)[0]
     assert sorted(line.replace(" ", "") for line in scripts.splitlines() if line.strip()) == [
-        f"{prog}=fmd.cli.{prog}:main" for prog in ("fmadm", "fmd", "fmdump", "fminject", "fmstat")
+        f"{prog}=fmd.cli.{prog}:main"
+        for prog in ("fmadm", "fmd", "fmdump", "fminject", "fmstat", "fmtopo")
     ]
-    for prog in ("fmadm", "fmd", "fmdump", "fminject", "fmstat"):
+    for prog in ("fmadm", "fmd", "fmdump", "fminject", "fmstat", "fmtopo"):
         assert f"fmd/cli/{prog}.py" in names
     data = {n.split(".data/data/", 1)[1] for n in names if ".data/data/" in n}
     assert {
