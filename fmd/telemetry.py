@@ -20,7 +20,11 @@ FMRI:
   the platform's address decoder knows the address, ``resource`` (the rank's hc
   FMRI) — the memory diagnosis needs nothing else;
 * anything else becomes ``ereport.cpu.generic-x86.<leaf>`` with the decoder's
-  payload (``compound_errorname``, ``IA32_MCi_STATUS``, ``severity``, ...).
+  payload (``compound_errorname``, ``IA32_MCi_STATUS``, ``severity``, ...);
+* on AMD families 0Fh/10h, a record :func:`fmd.mca_amd.amd_overlay` covers
+  (DC/IC/L2 array errors, NB DRAM ECC) takes its refined
+  ``ereport.cpu.amd.<unit>.<leaf>`` class instead, keeping the payload above
+  (memory ones with ``physaddr``/``resource``, plus ``syndrome``).
 
 Both carry ``cpuid``.  A record that cannot be decoded (bad values, VAL clear,
 a CPU the platform does not have) is rejected with the reason.
@@ -33,6 +37,7 @@ from typing import Any
 
 from fmd.errors import EventRejected, FmdError
 from fmd.mca import McaRecord, decode, memory_class
+from fmd.mca_amd import amd_overlay
 from fmd.protocol import EnaGenerator, Ereport, parse_ena, parse_time, utc_iso
 from fmd.topo import Platform
 
@@ -132,6 +137,12 @@ def mca_ereport(
         rank = platform.decode_address(decoded.physaddr)
         if rank is not None:
             payload["resource"] = rank.to_string()
+    # AMD family 0Fh/10h overlay: the refined ereport.cpu.amd.* class (and, for
+    # DRAM ECC, the syndrome) replaces the generic class; physaddr/resource stay.
+    refined = amd_overlay(record, decoded)
+    if refined is not None:
+        cls = refined.ereport_class
+        payload.update(refined.payload)
     injected = obj.get("__injected", False)
     if type(injected) is not bool:
         raise EventRejected("'__injected' must be true or false")

@@ -88,6 +88,13 @@ def test_config_lists_active_modules(root: Path, fmd_factory: list[FmdProcess]) 
     fmd = start(root, fmd_factory, ["counter", "serdtest"])
     assert config_rows(fmd) == [
         LAYOUT % ("MODULE", "VERSION", "STATUS", "DESCRIPTION"),
+        LAYOUT
+        % (
+            "amd-diagnosis",
+            "1.0",
+            "active",
+            "AMD family 0Fh/10h CPU and memory diagnosis (amd64.esc rules)",
+        ),
         LAYOUT % ("counter", "1.0", "active", "Counting test module"),
         LAYOUT
         % (
@@ -130,6 +137,7 @@ def test_invalid_plugins_are_reported(root: Path, fmd_factory: list[FmdProcess])
     fmd = start(root, fmd_factory, ["noplugin", "badname", "counter"])
     config = fmd.adm("config")
     assert sorted(m["name"] for m in config["modules"]) == [
+        "amd-diagnosis",
         "counter",
         "cpumem-diagnosis",
         "fmd-self-diagnosis",
@@ -216,6 +224,7 @@ def test_bad_conf_line_stops_the_module(
     )
     config = fmd.adm("config")
     assert sorted(m["name"] for m in config["modules"]) == [
+        "amd-diagnosis",
         "counter",
         "cpumem-diagnosis",
         "fmd-self-diagnosis",
