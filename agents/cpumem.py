@@ -27,6 +27,9 @@ Life of one ereport::
 a fault is outstanding no second diagnosis of the same resource is made.  The
 resource keys are ``cpu@<strand path>``, ``page@<page address>`` and
 ``dimm@<DIMM path>``; one CPU fault per strand at a time, whatever its class.
+That bookkeeping, the SERD engines' creation and the suspects' ASRU, FRU,
+resource and location are :mod:`agents.diagnosis`, shared with
+:mod:`agents.amd`.
 
 SERD engine names, after eft's per-topology-node engines::
 
@@ -49,30 +52,28 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from fmd.case import Case
-from fmd.config import PropSpec, PropType
-from fmd.errors import ModuleApiError
-from fmd.module import Plugin
-from fmd.protocol import (
-    CpuFmri,
-    Ereport,
-    FmriError,
-    HcFmri,
-    MemFmri,
-    Pairs,
-    Suspect,
-    fmri_from_obj,
-    hc_fmri,
+from agents.diagnosis import (
+    Topology,
+    count_prop,
+    cpu_target,
+    diagnose,
+    dimm_suspect,
+    join,
+    page_suspect,
+    serd_record,
+    time_prop,
 )
+from fmd.config import PropSpec
+from fmd.module import Plugin
+from fmd.protocol import Ereport
 
 if TYPE_CHECKING:
     from fmd.api import Handle
-    from fmd.topo import TopoNode
 
 CLASS_PREFIX: Final = "ereport.cpu.generic-x86."
 CPU_FAULT: Final = "fault.cpu.generic-x86."
 MEM_FAULT: Final = "fault.memory.generic-x86."
-PAGE_SHIFT: Final = 12
+LOG_EVENT: Final = "cpumem_diagnosed"
 
 # The simple gcpu codes that diagnose as fault.cpu.generic-x86.internal.
 _INTERNAL_LEAVES: Final = frozenset(
@@ -107,18 +108,6 @@ def cpu_fault(leaf: str) -> tuple[str, str] | None:
     return None
 
 
-def _time(name: str, default: str, what: str) -> PropSpec:
-    return PropSpec(name, PropType.TIME, default, what)
-
-
-def _count(name: str, default: str, what: str) -> PropSpec:
-    return PropSpec(name, PropType.UINT32, default, what)
-
-
-def _path(pairs: Pairs) -> str:
-    return "/".join(f"{name}={inst}" for name, inst in pairs)
-
-
 class CpumemDiagnosis(Plugin):
     """Diagnoses CPU caches, TLBs, internal and bus errors, memory pages and DIMMs."""
 
@@ -128,23 +117,23 @@ class CpumemDiagnosis(Plugin):
     subscriptions = ("ereport.cpu.generic-x86.*",)
     dictionaries = ("GMCA",)
     properties: ClassVar[tuple[PropSpec, ...]] = (
-        _count("cache_n", "3", "SERD N for a cache or TLB at a specific level"),
-        _time("cache_t", "72h", "SERD T for a cache or TLB at a specific level"),
-        _count("gcache_n", "12", "SERD N for a generic-level cache or TLB"),
-        _time("gcache_t", "72h", "SERD T for a generic-level cache or TLB"),
-        _count("bus_n", "10", "SERD N for bus, interconnect and memory-controller errors"),
-        _time("bus_t", "72h", "SERD T for bus, interconnect and memory-controller errors"),
-        _count("internal_n", "3", "SERD N for internal CPU errors"),
-        _time("internal_t", "72h", "SERD T for internal CPU errors"),
-        _count("page_n", "2", "SERD N for corrected errors on one memory page"),
-        _time("page_t", "72h", "SERD T for corrected errors on one memory page"),
-        _count("dimm_n", "10", "SERD N for corrected errors on one DIMM"),
-        _time("dimm_t", "1week", "SERD T for corrected errors on one DIMM"),
-        _count("dimm_pages", "64", "faulted pages that make their DIMM faulty"),
+        count_prop("cache_n", "3", "SERD N for a cache or TLB at a specific level"),
+        time_prop("cache_t", "72h", "SERD T for a cache or TLB at a specific level"),
+        count_prop("gcache_n", "12", "SERD N for a generic-level cache or TLB"),
+        time_prop("gcache_t", "72h", "SERD T for a generic-level cache or TLB"),
+        count_prop("bus_n", "10", "SERD N for bus, interconnect and memory-controller errors"),
+        time_prop("bus_t", "72h", "SERD T for bus, interconnect and memory-controller errors"),
+        count_prop("internal_n", "3", "SERD N for internal CPU errors"),
+        time_prop("internal_t", "72h", "SERD T for internal CPU errors"),
+        count_prop("page_n", "2", "SERD N for corrected errors on one memory page"),
+        time_prop("page_t", "72h", "SERD T for corrected errors on one memory page"),
+        count_prop("dimm_n", "10", "SERD N for corrected errors on one DIMM"),
+        time_prop("dimm_t", "1week", "SERD T for corrected errors on one DIMM"),
+        count_prop("dimm_pages", "64", "faulted pages that make their DIMM faulty"),
     )
 
     def __init__(self) -> None:
-        self._index: dict[Pairs, TopoNode] | None = None
+        self._topo = Topology()
 
     # -- dispatch ------------------------------------------------------------
     def recv(self, hdl: Handle, event: Any) -> None:
@@ -165,13 +154,8 @@ class CpumemDiagnosis(Plugin):
 
     # -- CPU -----------------------------------------------------------------
     def _cpu(self, hdl: Handle, ev: Ereport, leaf: str, fault: str, group: str) -> None:
-        strand = ev.detector
-        if not isinstance(strand, HcFmri):
-            hdl.stat("no_detector", "CPU ereports without an hc detector").incr()
-            return
-        spath = _path(strand.hc_list)
-        key = f"cpu@{spath}"
-        if self._join(hdl, key, ev):
+        target = cpu_target(hdl, ev)
+        if target is None:
             return
         p = ev.payload
         immediate = (
@@ -179,189 +163,51 @@ class CpumemDiagnosis(Plugin):
             or bool(p.get("error_uncorrected"))
             or bool(p.get("processor_context_corrupt"))
         )
-        engine = f"serd.cpu.generic-x86.{fault}@{spath}"
-        if not immediate:
-            if not hdl.serd_exists(engine):
-                hdl.serd_create(
-                    engine, hdl.props.get_int(f"{group}_n"), hdl.props.get_time_ns(f"{group}_t")
-                )
-            if not hdl.serd_record(engine, ev):
-                return
-        node = self._node(hdl, strand.hc_list)
-        cpuid = p.get("cpuid")
-        asru: CpuFmri | None = None
-        if isinstance(cpuid, int) and not isinstance(cpuid, bool):
-            asru = CpuFmri(cpuid=cpuid)
-        elif node is not None and isinstance(node.asru, CpuFmri):
-            asru = node.asru
-        if node is not None:
-            chip, label = node.fru, node.label
-        else:
-            chip = self._chip_of(hdl, strand)
-            label = hdl.topo.label_of(chip)
+        engine = f"serd.cpu.generic-x86.{fault}@{target.path}"
+        if not immediate and not serd_record(hdl, engine, group, ev):
+            return
         bus = group == "bus"
-        suspect = hdl.create_fault(
-            CPU_FAULT + fault,
-            100,
-            asru=asru,
-            fru=chip,
-            resource=strand,
-            location=label,
-            retire=not bus,
-            response=not bus,
+        suspect = self._topo.cpu_suspect(
+            hdl, CPU_FAULT + fault, target.strand, p, retire=not bus, response=not bus
         )
-        self._diagnose(hdl, key, ev, engine, suspect, "cpu")
-
-    @staticmethod
-    def _chip_of(hdl: Handle, strand: HcFmri) -> HcFmri:
-        pairs: list[tuple[str, str]] = []
-        for name, inst in strand.hc_list:
-            pairs.append((name, inst))
-            if name == "chip":
-                break
-        return hc_fmri(strand.authority, *pairs)
+        diagnose(hdl, target.key, ev, engine, suspect, "cpu", log_event=LOG_EVENT)
 
     # -- memory --------------------------------------------------------------
     def _memory(self, hdl: Handle, ev: Ereport, *, uncorrected: bool) -> None:
         p = ev.payload
-        physaddr = p.get("physaddr")
-        if not isinstance(physaddr, int) or isinstance(physaddr, bool) or physaddr < 0:
-            hdl.stat("mem_unresolved", "memory ereports with no usable address or DIMM").incr()
+        target = self._topo.memory_target(hdl, p)
+        if target is None:
             return
-        dimm = self._dimm_of(hdl, p.get("resource"), physaddr)
-        if dimm is None:
-            hdl.stat("mem_unresolved", "memory ereports with no usable address or DIMM").incr()
-            return
+        page, dimm, pkey, dkey = target
         uncorrected = uncorrected or bool(p.get("error_uncorrected"))
-        dimm_fmri, dimm_asru, label, rank = dimm
-        page = (physaddr >> PAGE_SHIFT) << PAGE_SHIFT
-        page_key, dimm_key = f"page@{page:#x}", f"dimm@{dimm_asru.unum}"
+        unum = dimm.asru.unum
         page_engine = f"serd.memory.generic-x86.page_ce@physaddr={page:#x}"
-        dimm_engine = f"serd.memory.generic-x86.dimm_ce@{dimm_asru.unum}"
+        dimm_engine = f"serd.memory.generic-x86.dimm_ce@{unum}"
         kind = "ue" if uncorrected else "ce"
 
-        def page_suspect() -> Suspect:
-            asru = MemFmri(unum=dimm_asru.unum, serial=dimm_asru.serial, physaddr=page)
-            return hdl.create_fault(
-                f"{MEM_FAULT}page_{kind}",
-                100,
-                asru=asru,
-                fru=dimm_fmri,
-                resource=rank,
-                location=label,
-                message=False,
-            )
-
         page_fired = False
-        if not self._join(hdl, page_key, ev):
-            page_fired = uncorrected or self._serd(hdl, page_engine, "page", ev)
+        if not join(hdl, pkey, ev):
+            page_fired = uncorrected or serd_record(hdl, page_engine, "page", ev)
             if page_fired:
-                self._diagnose(hdl, page_key, ev, page_engine, page_suspect(), "page")
-        if self._join(hdl, dimm_key, ev):
+                suspect = page_suspect(hdl, f"{MEM_FAULT}page_{kind}", dimm, page)
+                diagnose(hdl, pkey, ev, page_engine, suspect, "page", log_event=LOG_EVENT)
+        if join(hdl, dkey, ev):
             # The DIMM is already faulted: its pages are not counted towards it again.
             return
-        pages = self._pages(hdl, dimm_asru.unum)
+        pages = self._pages(hdl, unum)
         if page_fired and page not in pages:
             pages.append(page)
-        fired = uncorrected or self._serd(hdl, dimm_engine, "dimm", ev)
+        fired = uncorrected or serd_record(hdl, dimm_engine, "dimm", ev)
         limit = hdl.props.get_int("dimm_pages")
         if not fired and limit > 0 and len(pages) >= limit:
             fired = True
             hdl.stat("dimm_by_pages", "DIMMs faulted for their count of faulted pages").incr()
         if fired:
-            suspect = hdl.create_fault(
-                f"{MEM_FAULT}dimm_{kind}",
-                100,
-                asru=dimm_asru,
-                fru=dimm_fmri,
-                resource=dimm_fmri,
-                location=label,
-            )
-            self._diagnose(hdl, dimm_key, ev, dimm_engine, suspect, "dimm")
-            hdl.specific["dimm_pages"].pop(dimm_asru.unum, None)
-
-    @staticmethod
-    def _serd(hdl: Handle, engine: str, group: str, ev: Ereport) -> bool:
-        if not hdl.serd_exists(engine):
-            hdl.serd_create(
-                engine, hdl.props.get_int(f"{group}_n"), hdl.props.get_time_ns(f"{group}_t")
-            )
-        return hdl.serd_record(engine, ev)
+            suspect = dimm_suspect(hdl, f"{MEM_FAULT}dimm_{kind}", dimm)
+            diagnose(hdl, dkey, ev, dimm_engine, suspect, "dimm", log_event=LOG_EVENT)
+            hdl.specific["dimm_pages"].pop(unum, None)
 
     @staticmethod
     def _pages(hdl: Handle, unum: str) -> list[int]:
         pages: list[int] = hdl.specific.setdefault("dimm_pages", {}).setdefault(unum, [])
         return pages
-
-    def _dimm_of(
-        self, hdl: Handle, resource: Any, physaddr: int
-    ) -> tuple[HcFmri, MemFmri, str | None, HcFmri] | None:
-        """(DIMM hc FMRI, DIMM mem FMRI, label, rank hc FMRI) of a memory ereport."""
-        if isinstance(resource, list):
-            resource = resource[0] if resource else None
-        rank: HcFmri | None = None
-        if resource is not None:
-            try:
-                fmri = fmri_from_obj(resource)
-            except (FmriError, TypeError, ValueError):
-                fmri = None
-            if isinstance(fmri, HcFmri):
-                rank = fmri
-        if rank is None:
-            rank = hdl.topo.decode_address(physaddr)
-        if rank is None:
-            return None
-        pairs = rank.hc_list
-        if pairs and pairs[-1][0] == "rank":
-            pairs = pairs[:-1]
-        node = self._node(hdl, pairs)
-        if node is not None:
-            asru = node.asru if isinstance(node.asru, MemFmri) else MemFmri(unum=_path(pairs))
-            return node.fmri, asru, node.label, rank
-        dimm = hc_fmri(rank.authority, *pairs)
-        return dimm, MemFmri(unum=_path(pairs)), hdl.topo.label_of(dimm), rank
-
-    # -- cases ---------------------------------------------------------------
-    @staticmethod
-    def _join(hdl: Handle, key: str, ev: Ereport) -> bool:
-        """Add the ereport to the resource's outstanding case, if it has one."""
-        cases: dict[str, str] = hdl.specific.setdefault("cases", {})
-        uuid = cases.get(key)
-        if uuid is None:
-            return False
-        case = hdl.case_get(uuid)
-        if case is None:
-            # Repaired and resolved: the resource may be diagnosed afresh.
-            del cases[key]
-            return False
-        if ev.id not in case.events:
-            hdl.case_add_ereport(case, ev)
-        hdl.stat("joined", "ereports added to an outstanding case").incr()
-        return True
-
-    @staticmethod
-    def _diagnose(
-        hdl: Handle, key: str, ev: Ereport, engine: str, suspect: Suspect, kind: str
-    ) -> Case:
-        """Open, fill and solve a case for one resource; reset its engine."""
-        case = hdl.case_open()
-        if hdl.serd_exists(engine):
-            hdl.case_add_serd(case, engine)
-            hdl.serd_reset(engine)
-        if ev.id not in case.events:
-            hdl.case_add_ereport(case, ev)
-        hdl.case_add_suspect(case, suspect)
-        hdl.case_solve(case)
-        hdl.specific.setdefault("cases", {})[key] = case.uuid
-        hdl.stat(f"cases_{kind}", f"{kind} faults diagnosed").incr()
-        hdl.log.info("cpumem_diagnosed", uuid=case.uuid, fault=suspect.cls, resource=key)
-        return case
-
-    # -- topology ------------------------------------------------------------
-    def _node(self, hdl: Handle, pairs: Pairs) -> TopoNode | None:
-        if self._index is None:
-            try:
-                self._index = {n.fmri.hc_list: n for n in hdl.topo.nodes()}
-            except ModuleApiError:
-                self._index = {}
-        return self._index.get(pairs)

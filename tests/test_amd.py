@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agents.amd import CPU_LEAVES, AmdDiagnosis
-from fmd.api import Handle, ModuleContext
-from fmd.ckpt import CheckpointOp
-from fmd.clock import SimulatedClock
-from fmd.config import Properties
-from fmd.dictionary import DictionarySet, decode_code, default_dict_dirs
-from fmd.dispq import SubscriptionTree
-from fmd.eventq import EventQueue
-from fmd.module import ModuleRunner
-from fmd.protocol import CpuFmri, Ereport, ListEvent, MemFmri
-from fmd.timerq import TimerQueue
-from fmd.topo import SimPlatform
+from fmd.dictionary import decode_code
+from fmd.protocol import CpuFmri, Ereport, MemFmri
+from tests.diagnosis_util import DICTS, HOUR, T0, DiagnosisEnv, make_handle
 from tests.fmdproc import FmdProcess
 
-HOUR = 3600 * 10**9
-T0 = 1_000_000 * 10**9
 PREFIX = "ereport.cpu.amd."
 # chip 2, core 0, strand 1 of the simulated machine: cpuid 2*4 + 0*2 + 1.
 CPUID = 9
@@ -32,36 +22,11 @@ STRAND = "motherboard=0/chip=2/core=0/strand=1"
 # Chip 0, channel 0 (bit 12 clear), dimm 1 (bit 13 set): "CPU 0 DIMM 1".
 DIMM1_ADDR = 0x2000
 DIMM1_PATH = "motherboard=0/chip=0/memory-controller=0/dram-channel=0/dimm=1"
-_DICTS = DictionarySet.load(default_dict_dirs())
 
 
 @dataclass
-class FakeWriter:
-    ops: list[CheckpointOp] = field(default_factory=list)
-
-    def submit(self, op: CheckpointOp) -> None:
-        self.ops.append(op)
-
-
-@dataclass
-class Env:
-    hdl: Handle
-    writer: FakeWriter
+class Env(DiagnosisEnv):
     plugin: AmdDiagnosis
-    next_id: int = 1
-
-    def feed(self, ev: Ereport) -> None:
-        self.plugin.recv(self.hdl, ev)
-        self.hdl.checkpoint({"errlog": ev.id or 0, "fltlog": 0})
-
-    def suspects(self) -> list[ListEvent]:
-        return [e for op in self.writer.ops for e in op.list_events if e.cls == "list.suspect"]
-
-    def classes(self) -> list[str]:
-        return [e.fault_list[0].cls for e in self.suspects()]
-
-    def stat(self, name: str) -> int:
-        return self.hdl.stat(name).value
 
     def cpu(self, leaf: str, t_ns: int, cpuid: int = CPUID, **payload: Any) -> Ereport:
         """A CPU ereport as telemetry posts it after the AMD overlay."""
@@ -72,7 +37,7 @@ class Env:
             "cpuid": cpuid,
         }
         members.update(payload)
-        return self._ereport(PREFIX + leaf, t_ns, self.hdl.topo.cpu_to_hc(cpuid), members)
+        return self.ereport(PREFIX + leaf, t_ns, self.hdl.topo.cpu_to_hc(cpuid), members)
 
     def mem(self, physaddr: int, t_ns: int, *, ue: bool = False, synd: int = 0x5A,
             kind: str = "E") -> Ereport:  # fmt: skip
@@ -89,49 +54,12 @@ class Env:
         if rank is not None:
             members["resource"] = rank.to_string()
         cls = PREFIX + ("nb.mem_ue" if ue else "nb.mem_ce")
-        return self._ereport(cls, t_ns, self.hdl.topo.cpu_to_hc(0), members)
-
-    def _ereport(self, cls: str, t_ns: int, detector: Any, payload: dict[str, Any]) -> Ereport:
-        eid = self.next_id
-        self.next_id += 1
-        return Ereport(
-            cls=cls,
-            ena=eid,
-            time_ns=t_ns,
-            detector=detector,
-            detector_str=detector.to_string(),
-            payload=payload,
-            id=eid,
-        )
+        return self.ereport(cls, t_ns, self.hdl.topo.cpu_to_hc(0), members)
 
 
 def make_env(overrides: Iterable[tuple[str, str]] = ()) -> Env:
-    clock = SimulatedClock(T0)
-    writer = FakeWriter()
-    owners: dict[str, Any] = {}
-    ctx = ModuleContext(
-        clock=clock,
-        writer=writer,  # type: ignore[arg-type]
-        dicts=_DICTS,
-        timers=TimerQueue(clock),
-        tree=SubscriptionTree(),
-        authority=(("server-id", "h"),),
-        case_owner=owners.get,
-        register_case=lambda u, r: owners.__setitem__(u, r),
-        platform=SimPlatform(hostname="h"),
-    )
-    props = Properties.build(AmdDiagnosis.properties, [(k, v, "test") for k, v in overrides])
     plugin = AmdDiagnosis()
-    hdl = Handle(ctx, AmdDiagnosis.name, AmdDiagnosis.version, props, ["AMD"])
-    hdl.runner = ModuleRunner(
-        plugin,
-        hdl,
-        EventQueue(10),
-        origin="test",
-        load_overflow=lambda refs: [],
-        on_failure=lambda r, e: None,
-    )
-    plugin.init(hdl)
+    hdl, writer = make_handle(plugin, "AMD", overrides)
     return Env(hdl, writer, plugin)
 
 
@@ -236,7 +164,7 @@ def test_every_fault_has_an_amd_code() -> None:
     faults |= {f"fault.memory.{m}" for m in ("page_sb", "page_ck", "page_ue")}
     faults |= {f"fault.memory.{m}" for m in ("dimm_sb", "dimm_ck", "dimm_ue")}
     for fault in sorted(faults):
-        assert _DICTS.lookup("AMD", [fault]), fault
+        assert DICTS.lookup("AMD", [fault]), fault
 
 
 # -- memory ----------------------------------------------------------------------

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.cpumem import CpumemDiagnosis, cpu_fault
-from fmd.api import Handle, ModuleContext
-from fmd.ckpt import CheckpointOp
-from fmd.clock import SimulatedClock
-from fmd.config import Properties
-from fmd.dictionary import DictionarySet, decode_code, default_dict_dirs
-from fmd.dispq import SubscriptionTree
-from fmd.eventq import EventQueue
-from fmd.module import ModuleRunner
-from fmd.protocol import CpuFmri, Ereport, ListEvent, MemFmri
-from fmd.timerq import TimerQueue
-from fmd.topo import SimPlatform
+from fmd.dictionary import decode_code
+from fmd.protocol import CpuFmri, Ereport, MemFmri
+from tests.diagnosis_util import DICTS, HOUR, T0, DiagnosisEnv, make_handle
 
-HOUR = 3600 * 10**9
-T0 = 1_000_000 * 10**9
 PREFIX = "ereport.cpu.generic-x86."
 # chip 3, core 1, strand 0 of the simulated machine: cpuid 3*4 + 1*2 + 0.
 CPUID = 14
@@ -31,36 +21,11 @@ STRAND = "motherboard=0/chip=3/core=1/strand=0"
 # Chip 0, channel 0 (bit 12 clear), dimm 1 (bit 13 set): "CPU 0 DIMM 1".
 DIMM1_ADDR = 0x2000
 DIMM1_PATH = "motherboard=0/chip=0/memory-controller=0/dram-channel=0/dimm=1"
-_DICTS = DictionarySet.load(default_dict_dirs())
 
 
 @dataclass
-class FakeWriter:
-    ops: list[CheckpointOp] = field(default_factory=list)
-
-    def submit(self, op: CheckpointOp) -> None:
-        self.ops.append(op)
-
-
-@dataclass
-class Env:
-    hdl: Handle
-    writer: FakeWriter
+class Env(DiagnosisEnv):
     plugin: CpumemDiagnosis
-    next_id: int = 1
-
-    def feed(self, ev: Ereport) -> None:
-        self.plugin.recv(self.hdl, ev)
-        self.hdl.checkpoint({"errlog": ev.id or 0, "fltlog": 0})
-
-    def suspects(self) -> list[ListEvent]:
-        return [e for op in self.writer.ops for e in op.list_events if e.cls == "list.suspect"]
-
-    def classes(self) -> list[str]:
-        return [e.fault_list[0].cls for e in self.suspects()]
-
-    def stat(self, name: str) -> int:
-        return self.hdl.stat(name).value
 
     def cpu(self, leaf: str, t_ns: int, cpuid: int = CPUID, **payload: Any) -> Ereport:
         """An ereport as the decoder posts it for a CPU bank."""
@@ -74,7 +39,7 @@ class Env:
             "cpuid": cpuid,
         }
         members.update(payload)
-        return self._ereport(PREFIX + leaf, t_ns, self.hdl.topo.cpu_to_hc(cpuid), members)
+        return self.ereport(PREFIX + leaf, t_ns, self.hdl.topo.cpu_to_hc(cpuid), members)
 
     def mem(self, physaddr: int, t_ns: int, *, ue: bool = False, resource: bool = True) -> Ereport:
         """A mem_ce/mem_ue ereport as the decoder posts it, with the rank as resource."""
@@ -91,49 +56,12 @@ class Env:
         if resource and rank is not None:
             members["resource"] = rank.to_string()
         cls = PREFIX + ("mem_ue" if ue else "mem_ce")
-        return self._ereport(cls, t_ns, self.hdl.topo.cpu_to_hc(0), members)
-
-    def _ereport(self, cls: str, t_ns: int, detector: Any, payload: dict[str, Any]) -> Ereport:
-        eid = self.next_id
-        self.next_id += 1
-        return Ereport(
-            cls=cls,
-            ena=eid,
-            time_ns=t_ns,
-            detector=detector,
-            detector_str=detector.to_string(),
-            payload=payload,
-            id=eid,
-        )
+        return self.ereport(cls, t_ns, self.hdl.topo.cpu_to_hc(0), members)
 
 
 def make_env(overrides: Iterable[tuple[str, str]] = ()) -> Env:
-    clock = SimulatedClock(T0)
-    writer = FakeWriter()
-    owners: dict[str, Any] = {}
-    ctx = ModuleContext(
-        clock=clock,
-        writer=writer,  # type: ignore[arg-type]
-        dicts=_DICTS,
-        timers=TimerQueue(clock),
-        tree=SubscriptionTree(),
-        authority=(("server-id", "h"),),
-        case_owner=owners.get,
-        register_case=lambda u, r: owners.__setitem__(u, r),
-        platform=SimPlatform(hostname="h"),
-    )
-    props = Properties.build(CpumemDiagnosis.properties, [(k, v, "test") for k, v in overrides])
     plugin = CpumemDiagnosis()
-    hdl = Handle(ctx, CpumemDiagnosis.name, CpumemDiagnosis.version, props, ["GMCA"])
-    hdl.runner = ModuleRunner(
-        plugin,
-        hdl,
-        EventQueue(10),
-        origin="test",
-        load_overflow=lambda refs: [],
-        on_failure=lambda r, e: None,
-    )
-    plugin.init(hdl)
+    hdl, writer = make_handle(plugin, "GMCA", overrides)
     return Env(hdl, writer, plugin)
 
 
@@ -312,9 +240,9 @@ def test_every_mapped_fault_has_a_gmca_code() -> None:
     for leaf in leaves:
         fault = cpu_fault(leaf)
         assert fault is not None, leaf
-        assert _DICTS.lookup("GMCA", [f"fault.cpu.generic-x86.{fault[0]}"]), leaf
+        assert DICTS.lookup("GMCA", [f"fault.cpu.generic-x86.{fault[0]}"]), leaf
     for mem in ("page_ce", "page_ue", "dimm_ce", "dimm_ue"):
-        assert _DICTS.lookup("GMCA", [f"fault.memory.generic-x86.{mem}"]), mem
+        assert DICTS.lookup("GMCA", [f"fault.memory.generic-x86.{mem}"]), mem
 
 
 # -- memory ----------------------------------------------------------------------

@@ -1,0 +1,309 @@
+"""The case bookkeeping and suspect building that the CPU/memory diagnosis engines share.
+
+:mod:`agents.cpumem` and :mod:`agents.amd` decide *when* a strand, page or
+DIMM is faulty; this module holds what they do the same way once they have:
+
+- resource keys: ``cpu@<strand path>``, ``page@<page address>``,
+  ``dimm@<DIMM path>``;
+- the "outstanding case" bookkeeping: ``hdl.specific["cases"]`` maps each
+  resource key to the uuid of the case it was last diagnosed in.  While
+  ``hdl.case_get`` finds that case (solved or isolated, not yet repaired and
+  resolved) a later ereport on the resource joins it instead of being
+  diagnosed again; once the case is gone the key is dropped::
+
+      ereport on key K --> K in cases, case held --> joined (stat "joined")
+                           K in cases, case gone --> K forgotten --> engine decides
+                           K not in cases ---------------------> engine decides
+      engine decides "faulty" --> diagnose(): case opened, SERD events added,
+                                  engine reset, solved, cases[K] = uuid
+
+- SERD engines created on first use from a property group's ``<group>_n`` and
+  ``<group>_t``;
+- suspects: a CPU fault's ASRU (``cpuid`` member, else the strand's topology
+  ASRU), FRU (the chip) and location; a memory ereport's DIMM and rank, from
+  its ``resource`` member or else the platform's address decode, and the
+  page and DIMM suspects built from them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from fmd.config import PropSpec, PropType
+from fmd.errors import ModuleApiError
+from fmd.protocol import (
+    CpuFmri,
+    Ereport,
+    FmriError,
+    HcFmri,
+    MemFmri,
+    Pairs,
+    Suspect,
+    fmri_from_obj,
+    hc_fmri,
+)
+
+if TYPE_CHECKING:
+    from fmd.api import Handle
+    from fmd.case import Case
+    from fmd.topo import TopoNode
+
+PAGE_SHIFT: Final = 12
+
+
+# -- properties and names ----------------------------------------------------
+def time_prop(name: str, default: str, what: str) -> PropSpec:
+    """A TIME module property (a SERD T)."""
+    return PropSpec(name, PropType.TIME, default, what)
+
+
+def count_prop(name: str, default: str, what: str) -> PropSpec:
+    """A UINT32 module property (a SERD N or a threshold)."""
+    return PropSpec(name, PropType.UINT32, default, what)
+
+
+def hc_path(pairs: Pairs) -> str:
+    """``name=inst/name=inst...`` of an hc list."""
+    return "/".join(f"{name}={inst}" for name, inst in pairs)
+
+
+def page_of(physaddr: int) -> int:
+    """The address of the page holding ``physaddr``."""
+    return (physaddr >> PAGE_SHIFT) << PAGE_SHIFT
+
+
+def cpu_key(strand_path: str) -> str:
+    """The resource key of a strand."""
+    return f"cpu@{strand_path}"
+
+
+def page_key(page: int) -> str:
+    """The resource key of a memory page."""
+    return f"page@{page:#x}"
+
+
+def dimm_key(unum: str) -> str:
+    """The resource key of a DIMM."""
+    return f"dimm@{unum}"
+
+
+# -- SERD and cases ----------------------------------------------------------
+def serd_record(hdl: Handle, engine: str, group: str, ev: Ereport) -> bool:
+    """Record the ereport in the engine, created from ``<group>_n``/``<group>_t``
+    if new; True when the engine fires."""
+    if not hdl.serd_exists(engine):
+        hdl.serd_create(
+            engine, hdl.props.get_int(f"{group}_n"), hdl.props.get_time_ns(f"{group}_t")
+        )
+    return hdl.serd_record(engine, ev)
+
+
+def join(hdl: Handle, key: str, ev: Ereport) -> bool:
+    """Add the ereport to the resource's outstanding case, if it has one."""
+    cases: dict[str, str] = hdl.specific.setdefault("cases", {})
+    uuid = cases.get(key)
+    if uuid is None:
+        return False
+    case = hdl.case_get(uuid)
+    if case is None:
+        # Repaired and resolved: the resource may be diagnosed afresh.
+        del cases[key]
+        return False
+    if ev.id not in case.events:
+        hdl.case_add_ereport(case, ev)
+    hdl.stat("joined", "ereports added to an outstanding case").incr()
+    return True
+
+
+def diagnose(
+    hdl: Handle,
+    key: str,
+    ev: Ereport,
+    engine: str,
+    suspect: Suspect,
+    kind: str,
+    *,
+    log_event: str,
+) -> Case:
+    """Open, fill and solve a case for one resource; reset its engine, if any
+    (``engine`` empty: none), and log ``log_event``."""
+    case = hdl.case_open()
+    if engine and hdl.serd_exists(engine):
+        hdl.case_add_serd(case, engine)
+        hdl.serd_reset(engine)
+    if ev.id not in case.events:
+        hdl.case_add_ereport(case, ev)
+    hdl.case_add_suspect(case, suspect)
+    hdl.case_solve(case)
+    hdl.specific.setdefault("cases", {})[key] = case.uuid
+    hdl.stat(f"cases_{kind}", f"{kind} faults diagnosed").incr()
+    hdl.log.info(log_event, uuid=case.uuid, fault=suspect.cls, resource=key)
+    return case
+
+
+# -- suspects ----------------------------------------------------------------
+class Dimm(NamedTuple):
+    """Where a memory ereport lies: its DIMM (hc and mem FMRI), label and rank."""
+
+    fmri: HcFmri
+    asru: MemFmri
+    label: str | None
+    rank: HcFmri
+
+
+class MemTarget(NamedTuple):
+    """Where a memory ereport is diagnosed: its page and DIMM and their resource keys."""
+
+    page: int
+    dimm: Dimm
+    page_key: str
+    dimm_key: str
+
+
+class CpuTarget(NamedTuple):
+    """The strand a CPU ereport is diagnosed on: its FMRI, hc path and resource key."""
+
+    strand: HcFmri
+    path: str
+    key: str
+
+
+def cpu_target(hdl: Handle, ev: Ereport) -> CpuTarget | None:
+    """The strand to diagnose a CPU ereport on; None if its detector is not an hc
+    FMRI (counted as ``no_detector``) or the strand's outstanding case took it."""
+    strand = ev.detector
+    if not isinstance(strand, HcFmri):
+        hdl.stat("no_detector", "CPU ereports without an hc detector").incr()
+        return None
+    path = hc_path(strand.hc_list)
+    target = CpuTarget(strand, path, cpu_key(path))
+    if join(hdl, target.key, ev):
+        return None
+    return target
+
+
+def chip_of(strand: HcFmri) -> HcFmri:
+    """The chip FMRI above a strand (the strand's hc list up to ``chip``)."""
+    pairs: list[tuple[str, str]] = []
+    for name, inst in strand.hc_list:
+        pairs.append((name, inst))
+        if name == "chip":
+            break
+    return hc_fmri(strand.authority, *pairs)
+
+
+def page_suspect(hdl: Handle, cls: str, dimm: Dimm, page: int) -> Suspect:
+    """A page fault: ASRU the page of the DIMM, resource the rank, no message."""
+    asru = MemFmri(unum=dimm.asru.unum, serial=dimm.asru.serial, physaddr=page)
+    return hdl.create_fault(
+        cls,
+        100,
+        asru=asru,
+        fru=dimm.fmri,
+        resource=dimm.rank,
+        location=dimm.label,
+        message=False,
+    )
+
+
+def dimm_suspect(hdl: Handle, cls: str, dimm: Dimm) -> Suspect:
+    """A DIMM fault: ASRU the DIMM's mem FMRI, FRU and resource the DIMM."""
+    return hdl.create_fault(
+        cls,
+        100,
+        asru=dimm.asru,
+        fru=dimm.fmri,
+        resource=dimm.fmri,
+        location=dimm.label,
+    )
+
+
+class Topology:
+    """The module's view of the topology: its nodes indexed by hc list, read once."""
+
+    def __init__(self) -> None:
+        self._index: dict[Pairs, TopoNode] | None = None
+
+    def node(self, hdl: Handle, pairs: Pairs) -> TopoNode | None:
+        """The topology node at ``pairs``; None if absent or no topology."""
+        if self._index is None:
+            try:
+                self._index = {n.fmri.hc_list: n for n in hdl.topo.nodes()}
+            except ModuleApiError:
+                self._index = {}
+        return self._index.get(pairs)
+
+    def cpu_suspect(
+        self,
+        hdl: Handle,
+        cls: str,
+        strand: HcFmri,
+        payload: Any,
+        *,
+        retire: bool = True,
+        response: bool = True,
+    ) -> Suspect:
+        """A CPU fault on a strand: ASRU from the ``cpuid`` member or the topology,
+        FRU the chip, resource the strand."""
+        node = self.node(hdl, strand.hc_list)
+        cpuid = payload.get("cpuid")
+        asru: CpuFmri | None = None
+        if isinstance(cpuid, int) and not isinstance(cpuid, bool):
+            asru = CpuFmri(cpuid=cpuid)
+        elif node is not None and isinstance(node.asru, CpuFmri):
+            asru = node.asru
+        if node is not None:
+            chip, label = node.fru, node.label
+        else:
+            chip = chip_of(strand)
+            label = hdl.topo.label_of(chip)
+        return hdl.create_fault(
+            cls,
+            100,
+            asru=asru,
+            fru=chip,
+            resource=strand,
+            location=label,
+            retire=retire,
+            response=response,
+        )
+
+    def memory_target(self, hdl: Handle, payload: Any) -> MemTarget | None:
+        """The page and DIMM of a memory ereport; None (counted as ``mem_unresolved``)
+        when it has no usable address or its DIMM cannot be told."""
+        physaddr = payload.get("physaddr")
+        dimm = None
+        if isinstance(physaddr, int) and not isinstance(physaddr, bool) and physaddr >= 0:
+            dimm = self.dimm_of(hdl, payload.get("resource"), physaddr)
+        if not isinstance(physaddr, int) or dimm is None:
+            hdl.stat("mem_unresolved", "memory ereports with no usable address or DIMM").incr()
+            return None
+        page = page_of(physaddr)
+        return MemTarget(page, dimm, page_key(page), dimm_key(dimm.asru.unum))
+
+    def dimm_of(self, hdl: Handle, resource: Any, physaddr: int) -> Dimm | None:
+        """The DIMM and rank of a memory ereport, from its ``resource`` member (an
+        hc FMRI of the rank) or else the platform's decode of ``physaddr``."""
+        if isinstance(resource, list):
+            resource = resource[0] if resource else None
+        rank: HcFmri | None = None
+        if resource is not None:
+            try:
+                fmri = fmri_from_obj(resource)
+            except (FmriError, TypeError, ValueError):
+                fmri = None
+            if isinstance(fmri, HcFmri):
+                rank = fmri
+        if rank is None:
+            rank = hdl.topo.decode_address(physaddr)
+        if rank is None:
+            return None
+        pairs = rank.hc_list
+        if pairs and pairs[-1][0] == "rank":
+            pairs = pairs[:-1]
+        node = self.node(hdl, pairs)
+        if node is not None:
+            asru = node.asru if isinstance(node.asru, MemFmri) else MemFmri(unum=hc_path(pairs))
+            return Dimm(node.fmri, asru, node.label, rank)
+        dimm = hc_fmri(rank.authority, *pairs)
+        return Dimm(dimm, MemFmri(unum=hc_path(pairs)), hdl.topo.label_of(dimm), rank)
