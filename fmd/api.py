@@ -117,7 +117,6 @@ class Handle:
         self.runner: ModuleRunner | None = None
         self.serd = SerdSet()
         self._bufs: dict[str, bytes] = {}
-        self._bufs_dirty = False
         self._buf_bytes = 0
         self._cases: dict[str, Case] = {}
         # Cases handed to the module since the last checkpoint: only these can
@@ -240,7 +239,6 @@ class Handle:
         old = self._bufs.get(name)
         self._bufs[name] = bytes(data)
         self._buf_bytes += len(data) - (len(old) if old is not None else 0)
-        self._bufs_dirty = True
 
     def buf_read(self, name: str) -> bytes | None:
         return self._bufs.get(name)
@@ -249,7 +247,6 @@ class Handle:
         old = self._bufs.pop(name, None)
         if old is not None:
             self._buf_bytes -= len(old)
-            self._bufs_dirty = True
 
     def buf_size(self) -> int:
         """Bytes held in the module's buffers (safe to read from any thread)."""
@@ -563,9 +560,7 @@ class Handle:
 
     def contains_event(self, event_id: int) -> bool:
         """Is the event held by one of this module's SERD engines or cases?"""
-        return self.serd.contains_event(event_id) or any(
-            c.contains_event(event_id) for c in self._cases.values()
-        )
+        return self.event_state(event_id) is not None
 
     def _serd_changes(self) -> list[tuple[str, str | None]]:
         """The engines changed since the last checkpoint (None: destroyed)."""
@@ -619,7 +614,6 @@ class Handle:
         self._meta_changed.clear()
         self._saved_final = []
         self.serd.clear_dirty()
-        self._bufs_dirty = False
         self._out = _Outbox()
         self._ctx.writer.submit(op)
         return op

@@ -31,7 +31,6 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import select
 
 from fmd.adm.requests import register_requests
 from fmd.adm.server import AdmServer
@@ -48,7 +47,7 @@ from fmd.paths import Paths, install_default_conf
 from fmd.protocol import ProtocolError, validate_pattern
 from fmd.selfdiag import SelfDiagnosis
 from fmd.serd import SerdSet
-from fmd.store import Store, queries, schema
+from fmd.store import Store, queries
 from fmd.store.codec import row_ereport, row_list
 from fmd.timerq import TimerQueue
 from fmd.topo import choose_platform
@@ -396,11 +395,7 @@ class Daemon:
             err_ids = [i for log_name, i in refs if log_name == "errlog"]
             flt_ids = [i for log_name, i in refs if log_name == "fltlog"]
             errs = {r.id: row_ereport(r) for r in queries.events_by_id(conn, err_ids)}
-            flts: dict[int, Any] = {}
-            if flt_ids:
-                t = schema.fltlog
-                for r in conn.execute(select(t).where(t.c.id.in_(flt_ids))):
-                    flts[r.id] = row_list(r)
+            flts = {r.id: row_list(r) for r in queries.events_by_id(conn, flt_ids, "fltlog")}
         for log_name, i in refs:
             ev = errs.get(i) if log_name == "errlog" else flts.get(i)
             if ev is not None:

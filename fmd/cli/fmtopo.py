@@ -19,7 +19,6 @@ from typing import Any
 
 import click
 import orjson
-from sqlalchemy import select
 
 from fmd.cli.common import (
     handle_errors,
@@ -31,7 +30,7 @@ from fmd.cli.common import (
 )
 from fmd.errors import StoreError
 from fmd.protocol import FAULT_UNUSABLE
-from fmd.store import Store, schema
+from fmd.store import Store, queries
 from fmd.topo import TopoNode, choose_platform
 
 
@@ -43,9 +42,7 @@ def _unusable(paths: Any, props: Any) -> set[str]:
         return set()
     try:
         with store.reader() as conn:
-            t = schema.resources
-            rows = conn.execute(select(t.c.fmri, t.c.flags))
-            return {r.fmri for r in rows if r.flags & FAULT_UNUSABLE}
+            return {fmri for fmri, flags in queries.resource_flags(conn) if flags & FAULT_UNUSABLE}
     finally:
         store.close()
 

@@ -160,16 +160,22 @@ def fltlog_select(
     return q.order_by(t.c.time_ns, t.c.id)
 
 
-def events_by_id(conn: Connection, ids: Sequence[int]) -> list[Row[Any]]:
-    """Error-log rows for the given ids (restoring event references)."""
+def events_by_id(conn: Connection, ids: Sequence[int], log_name: str = "errlog") -> list[Row[Any]]:
+    """Rows of ``errlog`` or ``fltlog`` for the given ids (restoring event references)."""
     if not ids:
         return []
-    t = schema.errlog
+    t = schema.errlog if log_name == "errlog" else schema.fltlog
     out: list[Row[Any]] = []
     ids = list(ids)
     for i in range(0, len(ids), 900):
         out.extend(conn.execute(select(t).where(t.c.id.in_(ids[i : i + 900]))).all())
     return out
+
+
+def resource_flags(conn: Connection) -> list[tuple[str, int]]:
+    """(resource FMRI, fault-status flags) of every record in the resource cache."""
+    t = schema.resources
+    return [(r.fmri, r.flags) for r in conn.execute(select(t.c.fmri, t.c.flags))]
 
 
 def count(conn: Connection, log_name: str) -> int:
