@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import functools
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,8 @@ from fmd.serd import SerdEngine, SerdSet
 from fmd.store import schema
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from fmd.clock import Clock
     from fmd.dictionary import DictionarySet
     from fmd.dispq import SubscriptionTree
@@ -94,6 +96,7 @@ class _Outbox:
     states: dict[int, int] = field(default_factory=dict)
     published: list[ListEvent] = field(default_factory=list)
     resources: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
 
 
@@ -142,6 +145,13 @@ class Handle:
         self._saved_final: list[Case] = []
 
     # -- identity, properties, subscriptions, time -------------------------
+    @property
+    def store_engine(self) -> Engine:
+        """fmd's database engine, for a module that keeps its own small table
+        (the retire agent's simulated hardware); events and cases never go
+        through it."""
+        return self._ctx.writer.engine
+
     def prop(self, name: str) -> PropValue:
         """A property of this module (typed as declared)."""
         try:
@@ -168,6 +178,11 @@ class Handle:
 
     def now_ns(self) -> int:
         return self._ctx.clock.now_ns()
+
+    @property
+    def dicts(self) -> DictionarySet:
+        """The fault dictionaries and message catalogs fmd loaded (read-only)."""
+        return self._ctx.dicts
 
     @functools.cached_property
     def de_fmri(self) -> FmdFmri:
@@ -425,16 +440,40 @@ class Handle:
         assert self.runner is not None
         self.runner.plugin.close(self, case)
 
-    def case_repair(self, case: Case, reason: int = FAULT_REPAIRED) -> None:
-        """Mark every suspect repaired (fmadm); resolve at once unless isolated."""
+    def case_repair(
+        self, case: Case, reason: int = FAULT_REPAIRED, indexes: Iterable[int] | None = None
+    ) -> bool:
+        """Mark suspects repaired (fmadm repaired/replaced/acquit): all of them, or
+        those at ``indexes``.  Returns True if anything changed.
+
+        Once no suspect is faulty the case is REPAIRED (``list.repaired``) and,
+        unless a resource is still out of service, resolved at once; while
+        some stay faulty the change is announced with ``list.updated``.
+        """
         self._own(case)
+        if not case.is_solved or case.state >= CaseState.REPAIRED:
+            return False
+        wanted = set(range(len(case.suspects)) if indexes is None else indexes)
+        changed = False
+        for i, s in enumerate(case.suspects):
+            if i in wanted and s["status"] & FAULT_FAULTY:
+                s["status"] = (s["status"] & ~FAULT_FAULTY) | reason
+                changed = True
+        if not changed:
+            return False
+        if any(s["status"] & FAULT_FAULTY for s in case.suspects):
+            code = self._ctx.dicts.code_for("FMD", ["list.updated"])
+            self._meta_changed.add(case.uuid)
+            case.mark_dirty()
+            self._list_event(case, "list.updated", code)
+            self._record_resources(case)
+            return True
         case.repair()
-        for s in case.suspects:
-            s["status"] = (s["status"] & ~FAULT_FAULTY) | reason
         self._list_event(case, "list.repaired", self._ctx.dicts.code_for("FMD", ["list.repaired"]))
         self._record_resources(case)
         if not any(s["status"] & FAULT_UNUSABLE for s in case.suspects):
             self.case_resolve(case)
+        return True
 
     def case_resolve(self, case: Case) -> None:
         """Every resource of a repaired case is usable again: ``list.resolved``."""
@@ -447,8 +486,27 @@ class Handle:
         self._discard(case, delete=False)
 
     def case_uuclose(self, uuid: str) -> None:
-        """Close another module's case by uuid (a response agent, after isolating)."""
-        self._on_owner(uuid, lambda h, c: h.case_close(c))
+        """Close another module's case by uuid (a response agent, after isolating).
+
+        Closing a case that is already closed (a fault replayed at start-up)
+        does nothing.
+        """
+        self._on_owner(uuid, lambda h, c: h.case_close(c) if c.state is CaseState.SOLVED else None)
+
+    def case_response(self, uuid: str, index: int, action: str, ok: bool, detail: str) -> None:
+        """Record what a response agent did (or failed to do) about suspect ``index``
+        of case ``uuid``; ``fmadm faulty`` shows it beside the suspect."""
+        self._out.responses.append(
+            {
+                "uuid": uuid,
+                "idx": int(index),
+                "module": self.name,
+                "action": action,
+                "ok": bool(ok),
+                "detail": detail[:1000],
+                "updated_ns": self.now_ns(),
+            }
+        )
 
     def case_uuresolved(self, uuid: str) -> None:
         """Report that a repaired case's resources are usable again."""
@@ -603,6 +661,7 @@ class Handle:
             states=list(out.states.items()),
             list_events=out.published,
             resources=out.resources,
+            responses=out.responses,
             now_ns=self.now_ns(),
             failed_modules=self._ctx.failed_checkpoints,
             on_failure=self._ctx.checkpoint_failed,

@@ -4,7 +4,8 @@ A :class:`CheckpointOp` carries everything one module changed during one
 batch of events: its checkpoint document (buffers, private data, and
 ``last_seen``, the last event id it consumed per log), the SERD engines that
 changed (each saved as event references), the cases it changed, event state
-changes, new ``list.*`` events and resource-cache rows.  The writer applies
+changes, new ``list.*`` events, resource-cache rows and the responses
+agents recorded.  The writer applies
 it in the same transaction in which the dispatcher marks the events it covers
 committed (see :mod:`fmd.dispatch`), so a crash can never separate the two.  The new
 ``list.*`` events get their fault-log ids here and are dispatched after the
@@ -13,6 +14,7 @@ commit through :attr:`CheckpointOp.published`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,8 @@ class CheckpointOp:
     list_events: list[ListEvent]
     resources: list[dict[str, Any]]
     now_ns: int
+    # What response agents did about suspects (fmd.api.Handle.case_response).
+    responses: list[dict[str, Any]] = field(default_factory=list)
     # (engine name, JSON or None when destroyed) for the engines that changed.
     serd: list[tuple[str, str | None]] = field(default_factory=list)
     weight: int = 1
@@ -48,6 +52,10 @@ class CheckpointOp:
     failed_modules: set[str] = field(default_factory=set)
     on_failure: Callable[[str, BaseException], None] | None = None
     skipped: bool = False
+    # Set once the op is committed or has finally failed (``error``), for
+    # control requests that must answer only after their change is durable.
+    finished: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
 
     def apply(self, tx: WriteTxn) -> None:
         self.skipped = self.module in self.failed_modules
@@ -69,13 +77,17 @@ class CheckpointOp:
             first = tx.allocate("fltlog", len(self.list_events))
             rows = []
             for i, ev in enumerate(self.list_events):
-                rows.append(list_row(ev, first + i))
+                rows.append(list_row(ev, first + i, self.now_ns))
                 self.published.append(("fltlog", first + i, ev))
             tx.insert_fltlog(rows)
         for r in self.resources:
             tx.save_resource(r)
+        for r in self.responses:
+            tx.save_response(r)
 
     def done(self, error: BaseException | None) -> None:
+        self.error = error
+        self.finished.set()
         if error is None:
             return
         log.error("checkpoint_failed", module=self.module, error=str(error)[:500])

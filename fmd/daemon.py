@@ -10,6 +10,10 @@ exacct logs:
 3. **replay**: every uncommitted fault-log and error-log row is dispatched to
    the modules whose checkpoint has not covered it (each event reaches a
    module at most once);
+   Then the diagnoses whose resources must stay retired are re-sent to the
+   response agents that ask for it (``Plugin.replay_faults``): a reboot
+   brings CPUs back online, and a crash may have come between an agent's
+   retire and the close of the case;
 4. start the module threads and wait until the replay is consumed — the
    transports stay closed until then — then open the control socket and the
    transports and report readiness.
@@ -26,12 +30,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
 
+from fmd.adm.admin import register_admin
 from fmd.adm.requests import register_requests
 from fmd.adm.server import AdmServer
 from fmd.api import Handle, ModuleContext
@@ -42,13 +48,14 @@ from fmd.dictionary import DictionarySet, default_dict_dirs
 from fmd.dispatch import Dispatcher, ModuleGoneOp
 from fmd.errors import ConfigError, FmdError, ModuleError
 from fmd.eventq import EventItem, EventQueue
-from fmd.module import ModuleRunner, ModuleState, Plugin, PluginSource, discover
+from fmd.module import ModuleRunner, ModuleState, Plugin, PluginSource, discover, load_file
 from fmd.paths import Paths, install_default_conf
 from fmd.protocol import ProtocolError, validate_pattern
 from fmd.selfdiag import SelfDiagnosis
 from fmd.serd import SerdSet
 from fmd.store import Store, queries
 from fmd.store.codec import row_ereport, row_list
+from fmd.store.rsrc import fltlog_latest, solved_cases
 from fmd.timerq import TimerQueue
 from fmd.topo import choose_platform
 from fmd.xprt import Ingest
@@ -58,6 +65,15 @@ from fmd.xprts.socket import SocketTransport
 log = structlog.get_logger("fmd.daemon")
 
 VERSION = "1.2"
+
+
+@dataclass(frozen=True, slots=True)
+class _SavedState:
+    """What the store holds for the modules: documents, SERD engines, cases."""
+
+    docs: dict[str, str]
+    serds: dict[str, dict[str, str]]
+    cases: dict[str, list[Case]]
 
 
 class PidLock:
@@ -103,6 +119,7 @@ class Daemon:
         self._stop = threading.Event()
         self._cases: dict[str, ModuleRunner] = {}
         self._cases_lock = threading.Lock()
+        self._modules_lock = threading.Lock()
         self._transports: list[SocketTransport | FileTransport] = []
         self._pidlock = PidLock(paths.pid_file)
         self.started_ns = time.time_ns()
@@ -160,6 +177,7 @@ class Daemon:
         )
         self._load_modules()
         self._replay()
+        self._replay_faults()
         self.writer.start()
         self.timers.start()
         self.timers.install(p.get_time_ns("gc_interval"), self._gc, None)
@@ -172,6 +190,7 @@ class Daemon:
         self._start_transports()
         self.adm = AdmServer(self.paths.adm_socket)
         register_requests(self.adm, self)
+        register_admin(self.adm, self)
         self.adm.start()
         # Ingest allocates many short-lived objects; the default gen-0 threshold
         # (700) makes the cyclic collector run thousands of times a second and
@@ -204,7 +223,15 @@ class Daemon:
         disabled = {
             m.strip() for m in self.props.get_str("modules.disable").split(",") if m.strip()
         }
-        self_name = self.props.get_str("self.name")
+        saved = self._saved_state()
+        for src in self._plugin_sources():
+            name = self.props.get_str("self.name") if src.cls is SelfDiagnosis else src.cls.name
+            if name in disabled and src.cls is not SelfDiagnosis:
+                continue
+            self._install(src, saved)
+
+    def _saved_state(self, module: str | None = None) -> _SavedState:
+        """Checkpoint documents, SERD engines and cases, by module (or of one module)."""
         with self.store.reader() as conn:
             docs = queries.load_checkpoints(conn)
             serds = queries.load_serd(conn)
@@ -217,48 +244,130 @@ class Daemon:
             except (FmdError, ValueError) as exc:
                 log.error("case_restore_failed", uuid=row["uuid"], error=str(exc))
                 continue
-            cases_by_module.setdefault(case.module, []).append(case)
-        for src in self._plugin_sources():
-            cls = src.cls
-            name = self_name if cls is SelfDiagnosis else cls.name
-            if name in disabled and cls is not SelfDiagnosis:
-                continue
-            if name in self.runners:
-                msg = (
-                    f"plug-in {src.origin}: module name {name!r} is already used by "
-                    f"{self.runners[name].origin}"
-                )
-                self.load_errors.append(msg)
-                log.error("module_load_failed", error=msg)
-                continue
-            runner = self._make_runner(cls, name, src.origin)
+            if module is None or case.module == module:
+                cases_by_module.setdefault(case.module, []).append(case)
+        return _SavedState(docs, serds, cases_by_module)
+
+    def _install(self, src: PluginSource, saved: _SavedState) -> ModuleRunner | None:
+        """Create a module's runner, restore its state and call its init (not started)."""
+        cls = src.cls
+        name = self.props.get_str("self.name") if cls is SelfDiagnosis else cls.name
+        if name in self.runners:
+            msg = (
+                f"plug-in {src.origin}: module name {name!r} is already used by "
+                f"{self.runners[name].origin}"
+            )
+            self.load_errors.append(msg)
+            log.error("module_load_failed", error=msg)
+            raise ModuleError(msg)
+        runner = self._make_runner(cls, name, src.origin)
+        if runner is None:
+            return None
+        self.runners[name] = runner
+        if cls is SelfDiagnosis:
+            self.dispatcher.selfdiag = runner
+        doc = None
+        restore = self.props.get_bool("ckpt.restore")
+        if restore and name in saved.docs:
+            try:
+                doc = orjson.loads(saved.docs[name])
+            except orjson.JSONDecodeError as exc:
+                log.error("checkpoint_unreadable", module=name, error=str(exc))
+        try:
+            runner.last_seen = runner.handle.restore(
+                doc, saved.cases.get(name, []), saved.serds.get(name) if restore else None
+            )
+        except (FmdError, ValueError, KeyError, TypeError) as exc:
+            log.error("checkpoint_restore_failed", module=name, error=str(exc))
+            runner.handle.serd = SerdSet()
+            runner.last_seen = {"errlog": 0, "fltlog": 0}
+        try:
+            runner.plugin.init(runner.handle)
+        except Exception as exc:
+            runner._fail(exc)
+            return runner
+        patterns = list(cls.subscriptions) + list(runner.handle.conf_subscriptions)
+        self.dispatcher.add(runner, patterns)
+        return runner
+
+    # -- modules at run time (fmadm load/unload/reset) ------------------------
+    def load_module(self, path: Path) -> ModuleRunner:
+        """Load a plug-in file into the running daemon."""
+        src = load_file(path)
+        with self._modules_lock:
+            runner = self._install(src, self._saved_state(src.cls.name))
             if runner is None:
+                raise ModuleError(f"plug-in {path}: {self.load_errors[-1]}")
+            if runner.state is ModuleState.LOADING:
+                runner.start()
+        log.info("module_loaded", module=runner.name, origin=src.origin)
+        return runner
+
+    def unload_module(self, name: str) -> ModuleRunner:
+        """Stop a module, save its state and forget it (its cases stay in the store)."""
+        with self._modules_lock:
+            runner = self.runners.get(name)
+            if runner is None:
+                raise ModuleError(f"no module named {name!r}; see 'fmadm config'")
+            if runner is self.dispatcher.selfdiag:
+                raise ModuleError(f"{name} is fmd's own self-diagnosis and cannot be unloaded")
+            self.dispatcher.remove(runner)
+            runner.stop()
+            self.writer.submit(ModuleGoneOp(name))
+            for uuid in [u for u, r in list(self._cases.items()) if r is runner]:
+                self._register_case(uuid, None)
+            del self.runners[name]
+            self.writer.call(lambda tx: None)
+        log.info("module_unloaded", module=name)
+        return runner
+
+    def reset_module(self, name: str) -> None:
+        """Unload a module, delete its checkpoint, SERD engines and unsolved cases,
+        and load it again (``fmadm reset``); its diagnoses stay."""
+        runner = self.unload_module(name)
+        self.writer.call(lambda tx: tx.reset_module(name))
+        self.load_errors = [e for e in self.load_errors if name not in e]
+        with self._modules_lock:
+            src = PluginSource(type(runner.plugin), runner.origin)
+            new = self._install(src, self._saved_state(name))
+            if new is None:
+                raise ModuleError(f"module {name} could not be loaded again after the reset")
+            if new.state is ModuleState.LOADING:
+                new.start()
+        log.info("module_reset", module=name)
+
+    # -- faults that must stay retired ---------------------------------------
+    def _replay_faults(self) -> None:
+        """Re-send the diagnoses whose resources must stay retired to the response
+        agents that ask for it (a reboot brings CPUs back online)."""
+        takers = [r for r in self.runners.values() if r.plugin.replay_faults and r.active]
+        if not takers:
+            return
+        with self.store.reader() as conn:
+            cases = [c for c in solved_cases(conn) if c["state"] < 4]
+            rows = {
+                r.uuid: r for r in fltlog_latest(conn, [c["uuid"] for c in cases], "list.suspect")
+            }
+        sent = 0
+        for case in cases:
+            row = rows.get(case["uuid"])
+            if row is None:
                 continue
-            self.runners[name] = runner
-            if cls is SelfDiagnosis:
-                self.dispatcher.selfdiag = runner
-            doc = None
-            restore = self.props.get_bool("ckpt.restore")
-            if restore and name in docs:
-                try:
-                    doc = orjson.loads(docs[name])
-                except orjson.JSONDecodeError as exc:
-                    log.error("checkpoint_unreadable", module=name, error=str(exc))
             try:
-                runner.last_seen = runner.handle.restore(
-                    doc, cases_by_module.get(name, []), serds.get(name) if restore else None
-                )
-            except (FmdError, ValueError, KeyError, TypeError) as exc:
-                log.error("checkpoint_restore_failed", module=name, error=str(exc))
-                runner.handle.serd = SerdSet()
-                runner.last_seen = {"errlog": 0, "fltlog": 0}
-            try:
-                runner.plugin.init(runner.handle)
+                ev = row_list(row)
             except Exception as exc:
-                runner._fail(exc)
+                log.error("fault_replay_decode_failed", uuid=case["uuid"], error=str(exc))
                 continue
-            patterns = list(cls.subscriptions) + list(runner.handle.conf_subscriptions)
-            self.dispatcher.add(runner, patterns)
+            status = [int(s["status"]) for s in case["suspects"]]
+            if len(status) == len(ev.fault_status):
+                ev = ev.model_copy(update={"fault_status": status})
+            targets = set(self.dispatcher.tree.match_event(ev.cls, [x.cls for x in ev.fault_list]))
+            for r in takers:
+                if r in targets:
+                    r.queue.put_event(EventItem("fltlog", row.id, ev))
+                    sent += 1
+        if sent:
+            log.info("fault_replay_queued", events=sent)
 
     def _make_runner(self, cls: type[Plugin], name: str, origin: str) -> ModuleRunner | None:
         conf_path = self.paths.plugin_conf(name)
@@ -331,6 +440,7 @@ class Daemon:
             submit=self.writer.submit,
             clock=self.clock,
             kick_timers=self.timers.kick,
+            timer_horizon=self.timers.horizon,
             max_line=p.get_size("xprt.maxline"),
             err_limit=p.get_int("log.errlimit"),
             err_window_ns=p.get_time_ns("log.errwindow"),
@@ -365,6 +475,10 @@ class Daemon:
     def _case_owner(self, uuid: str) -> ModuleRunner | None:
         with self._cases_lock:
             return self._cases.get(uuid)
+
+    def case_owner(self, uuid: str) -> ModuleRunner | None:
+        """The module that owns case ``uuid``, if it is loaded."""
+        return self._case_owner(uuid)
 
     # -- module failure and overflow ---------------------------------------
     def _module_failed(self, runner: ModuleRunner, exc: BaseException) -> None:

@@ -47,6 +47,19 @@ class FmriError(ProtocolError):
     code = "EFMD_FMRI"
 
 
+class InjectSyntaxError(FmdError):
+    """fminject input in the injection language is malformed or does not type-check.
+
+    ``line`` is the 1-based line of the offending statement or token.
+    """
+
+    code = "EFMD_INJECT"
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
 class StoreError(FmdError):
     """The event store failed (database unreachable, schema too new, ...)."""
 
@@ -105,3 +118,17 @@ class DaemonNotRunning(AdmError):
     """No fmd answers on the control socket of the given root."""
 
     code = "EFMD_ADM_NOTRUNNING"
+
+
+class RetireBackendError(FmdError):
+    """The retire agent's backend could not offline, online or query a CPU or page.
+
+    ``retryable`` says whether trying again later may succeed (the resource was
+    busy) or not (no such CPU, permission denied, not supported here).
+    """
+
+    code = "EFMD_RETIRE"
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable

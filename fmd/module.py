@@ -69,6 +69,9 @@ class Plugin:
     subscriptions: ClassVar[tuple[str, ...]] = ()
     properties: ClassVar[tuple[PropSpec, ...]] = ()
     dictionaries: ClassVar[tuple[str, ...]] = ()
+    # True for a response agent that must be re-sent, at start-up, the
+    # diagnoses whose resources are still faulty (to retire them again).
+    replay_faults: ClassVar[bool] = False
 
     def init(self, hdl: Handle) -> None:
         """Called once after the module's state has been restored."""

@@ -107,6 +107,11 @@ class Paths:
         return self.var_dir / "fmd.db"
 
     @property
+    def log_dir(self) -> Path:
+        """``var/fm/fmd``: where rotated logs (``errlog.N``, ``fltlog.N``) are kept."""
+        return self.var_dir
+
+    @property
     def run_dir(self) -> Path:
         """``var/run/fmd``: sockets and the pid file, private to the daemon's user."""
         return self.root / "var" / "run" / "fmd"

@@ -45,6 +45,12 @@ class TimerQueue:
         with self._cond:
             return len(self._timers)
 
+    def horizon(self) -> int | None:
+        """The latest deadline of the timers still installed, or None."""
+        with self._cond:
+            live = [when for when, tid in self._heap if tid in self._timers]
+            return max(live) if live else None
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fmd-timers", daemon=True)
         self._thread.start()

@@ -8,8 +8,10 @@ transport may acknowledge them.  :class:`Ingest` also owns what transports
 must agree on: per-transport counters, rate-limited logging of rejected input,
 the ENA generator, raw machine-check records (decoded by
 :mod:`fmd.telemetry` against the platform), and the simulated-clock control event
-``resource.fm.fmd.clock.addhrtime`` (member ``delta``, nanoseconds), which is
-ordered with the events around it by going through the writer as well.
+``resource.fm.fmd.clock.addhrtime`` (member ``delta``, nanoseconds; -1, sent
+by fminject's ``endhrtime``, moves the clock to the last installed timer's
+deadline), which is ordered with the events around it by going through the
+writer as well.
 
 Transports start only after replay has finished (the reference's "all
 transports start suspended").
@@ -36,6 +38,8 @@ from fmd.topo import Platform
 log = structlog.get_logger("fmd.xprt")
 
 CLOCK_CLASS = "resource.fm.fmd.clock.addhrtime"
+# The delta of fminject's "endhrtime": advance past every installed timer.
+END_OF_TIME = -1
 CONTROL_PREFIX = "resource.fm.fmd.clock."
 
 Done = Callable[[BaseException | None], None]
@@ -110,16 +114,28 @@ class ClockOp:
     weight = 0
 
     def __init__(
-        self, clock: SimulatedClock, delta_ns: int, kick: Callable[[], None], on_done: Done
+        self,
+        clock: SimulatedClock,
+        delta_ns: int,
+        kick: Callable[[], None],
+        on_done: Done,
+        horizon: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.clock, self.delta, self.kick, self.on_done = clock, delta_ns, kick, on_done
+        self.horizon = horizon
 
     def apply(self, tx: WriteTxn) -> None:
         return None
 
     def done(self, error: BaseException | None) -> None:
         if error is None:
-            self.clock.advance(self.delta)
+            delta = self.delta
+            if delta == END_OF_TIME:
+                # "endhrtime": move to the last deadline installed, so every
+                # timer (SERD windows included) runs out.
+                last = self.horizon()
+                delta = max(0, last - self.clock.now_ns()) if last is not None else 0
+            self.clock.advance(delta)
             self.kick()
         self.on_done(error)
 
@@ -133,6 +149,7 @@ class Ingest:
         submit: Callable[[Any], None],
         clock: Clock,
         kick_timers: Callable[[], None],
+        timer_horizon: Callable[[], int | None] = lambda: None,
         max_line: int,
         err_limit: int,
         err_window_ns: int,
@@ -142,6 +159,7 @@ class Ingest:
         self.platform = platform
         self.clock = clock
         self._kick = kick_timers
+        self._horizon = timer_horizon
         self.max_line = max_line
         self.ena = EnaGenerator()
         self._limiter = RateLimiter(err_limit, err_window_ns, clock.now_ns)
@@ -187,8 +205,11 @@ class Ingest:
         if not isinstance(self.clock, SimulatedClock):
             raise EventRejected(f"{CLOCK_CLASS} needs the simulated clock (-o clock=simulated)")
         delta = obj.get("delta")
-        if not isinstance(delta, int) or isinstance(delta, bool) or delta < 0:
-            raise EventRejected(f"{CLOCK_CLASS}: 'delta' must be a non-negative integer of ns")
+        if not isinstance(delta, int) or isinstance(delta, bool) or delta < END_OF_TIME:
+            raise EventRejected(
+                f"{CLOCK_CLASS}: 'delta' must be a non-negative integer of ns, "
+                "or -1 for the end of time"
+            )
         return obj
 
     def rejected(self, stats: XprtStats, exc: BaseException, where: str = "") -> None:
@@ -229,4 +250,4 @@ class Ingest:
     def control(self, obj: dict[str, Any], on_done: Done) -> None:
         """Queue a control event in order with the events around it."""
         assert isinstance(self.clock, SimulatedClock)
-        self._submit(ClockOp(self.clock, int(obj["delta"]), self._kick, on_done))
+        self._submit(ClockOp(self.clock, int(obj["delta"]), self._kick, on_done, self._horizon))

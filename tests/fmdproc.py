@@ -169,6 +169,7 @@ class FmdProcess:
         return [orjson.loads(line) for line in out.stdout.splitlines()]
 
     def fltlog_json(self, *args: str) -> list[dict[str, Any]]:
-        out = self.cli("fmdump", "--json", *args)
+        """Every fault-log record, message=false ones included (-a)."""
+        out = self.cli("fmdump", "-a", "--json", *args)
         assert out.returncode == 0, out.stderr
         return [orjson.loads(line) for line in out.stdout.splitlines()]

@@ -254,7 +254,7 @@ def test_fmstat_serd_engines(root: Path, fmd_factory: list[FmdProcess]) -> None:
     layout = "%-36s %3s %5s %3s %24s %s"
     assert out.stdout.splitlines() == [
         layout % ("NAME", ">N", "T", "CNT", "DELTA", "STAT"),
-        layout % ("serd.ereport.test.a", ">2", "1h", "2", "30m", "pend"),
+        layout % ("serd.ereport.test.a", ">2", "1h", "2", "1800000000000ns", "pend"),
     ]
 
 

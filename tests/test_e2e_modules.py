@@ -103,8 +103,10 @@ def test_config_lists_active_modules(root: Path, fmd_factory: list[FmdProcess]) 
             "active",
             "generic x86 CPU and memory diagnosis (gcpu.esc rules)",
         ),
+        LAYOUT % ("cpumem-retire", "1.0", "active", "CPU/Memory Retire Agent"),
         LAYOUT % ("fmd-self-diagnosis", "1.0", "active", "Fault Manager Self-Diagnosis"),
         LAYOUT % ("serd-test", "1.0", "active", "SERD test module"),
+        LAYOUT % ("syslog-msgs", "1.0", "active", "Syslog Messaging Agent"),
     ]
 
 
@@ -140,7 +142,9 @@ def test_invalid_plugins_are_reported(root: Path, fmd_factory: list[FmdProcess])
         "amd-diagnosis",
         "counter",
         "cpumem-diagnosis",
+        "cpumem-retire",
         "fmd-self-diagnosis",
+        "syslog-msgs",
     ]
     errors = sorted(config["load_errors"])
     assert len(errors) == 2
@@ -227,7 +231,9 @@ def test_bad_conf_line_stops_the_module(
         "amd-diagnosis",
         "counter",
         "cpumem-diagnosis",
+        "cpumem-retire",
         "fmd-self-diagnosis",
+        "syslog-msgs",
     ]
     [error] = config["load_errors"]
     assert "conf-bad.conf:2" in error

@@ -84,6 +84,8 @@ def test_migrations_are_recorded_once(store: Store) -> None:
             "0001_initial",
             "0002_serd_engines",
             "0003_log_frontier",
+            "0004_hw_state",
+            "0005_responses",
         ]
     again = Store(store.url, db_file=Path("/unused"))
     with again.reader() as conn:
@@ -91,6 +93,8 @@ def test_migrations_are_recorded_once(store: Store) -> None:
             "0001_initial",
             "0002_serd_engines",
             "0003_log_frontier",
+            "0004_hw_state",
+            "0005_responses",
         ]
     again.close()
 

@@ -1,28 +1,36 @@
 """``fminject``: send ereports to the running fmd.
 
-``fminject [-R root] [-n] [-v] [-q] [--format auto|json|mce] FILE|-`` reads
+``fminject [-R root] [-n] [-v] [-q] [--format auto|json|mce|inj] FILE|-`` reads
 the input, marks each event injected, sends them over the ingest socket with
 pipelining, and prints an error with the line number for every event fmd
 rejected.  The exit code is 1 if any was rejected.  ``-n`` only checks the
 input locally.
 
-Formats (``auto`` looks at the first line that is not blank or a comment):
+Formats (``auto`` picks ``inj`` for a file named ``*.inj``, else looks at the
+first line that is not blank or a ``#`` comment):
 
 * ``json``: JSON lines, the wire format (blank lines and ``#`` lines skipped);
 * ``mce``: the mcelog / kernel machine-check text form; each record is sent
   raw (``{"mca": {...}}``) and fmd decodes it against its platform, so the
-  line numbers reported are those where each record starts.
+  line numbers reported are those where each record starts;
+* ``inj``: the illumos injection language (:mod:`fmd.injlang`), chosen when
+  the first word is one of its keywords or the text starts with ``/*``.  The
+  whole program is checked first; if it has errors, each is printed with its
+  line and nothing is sent.  Otherwise the events it generates are sent with
+  the line of the command that made them; ``sleep`` waits until fmd has
+  acknowledged everything sent before it, then sleeps.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import click
@@ -30,6 +38,7 @@ import orjson
 
 from fmd.cli.common import EXIT_ERROR, fail, paths_for, root_option, run_click
 from fmd.errors import EventRejected
+from fmd.injlang import KEYWORDS, Sleep, evaluate, parse_program
 from fmd.mcelog import ParseFailure, parse_mce_text
 from fmd.protocol import EnaGenerator, decode_line, ereport_from_decoded
 from fmd.telemetry import record_from_json, record_to_json
@@ -57,12 +66,30 @@ def _mce_items(data: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[int, st
     return items, errors
 
 
-def _detect(data: bytes) -> str:
+Item = tuple[int, bytes] | Sleep
+
+
+def _detect(data: bytes, name: str) -> str:
+    if name.endswith(".inj"):
+        return "inj"
     for raw in data.splitlines():
         line = raw.strip()
         if line and not line.startswith(b"#"):
+            if line.startswith(b"/*"):
+                return "inj"
+            word = re.match(rb"[A-Za-z_]+", line)
+            if word is not None and word.group().decode() in KEYWORDS:
+                return "inj"
             return "json" if line.startswith(b"{") else "mce"
     return "json"
+
+
+def _inj_items(data: bytes) -> tuple[Iterable[Item], list[tuple[int, str]]]:
+    """The items a program in the injection language generates, or its errors."""
+    program, errors = parse_program(data.decode("utf-8", errors="replace"))
+    if errors:
+        return [], [(e.line, str(e)) for e in errors]
+    return evaluate(program), []
 
 
 def _prepare(line: bytes) -> bytes:
@@ -127,9 +154,9 @@ def _connect(path: str, wait: float) -> socket.socket:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "json", "mce"]),
+    type=click.Choice(["auto", "json", "mce", "inj"]),
     default="auto",
-    help="Input format (default: detected from the first line).",
+    help="Input format (default: from a .inj name or the first line).",
 )
 @click.argument("source", type=click.File("rb"))
 def cli(
@@ -147,18 +174,27 @@ def cli(
     errors = 0
     data = source.read()
     if fmt == "auto":
-        fmt = _detect(data)
+        fmt = _detect(data, name)
+    items: Iterable[Item]
     if fmt == "mce":
         items, parse_errors = _mce_items(data)
+    elif fmt == "inj":
+        items, parse_errors = _inj_items(data)
     else:
         items, parse_errors = list(_lines(io.BytesIO(data))), []
     for n, reason in parse_errors:
         errors += 1
         click.echo(f"fminject: {name}:{n}: {reason}", err=True)
+    if fmt == "inj" and parse_errors:
+        # A program with errors is incomplete: send none of it.
+        sys.exit(EXIT_ERROR)
     if parse_only:
         gen = EnaGenerator()
         count = len(parse_errors)
-        for n, line in items:
+        for item in items:
+            if isinstance(item, Sleep):
+                continue
+            n, line = item
             count += 1
             try:
                 _check(line, gen)
@@ -174,14 +210,26 @@ def cli(
     sent: list[tuple[int, bytes]] = []
     lock = threading.Condition()
     send_error: list[BaseException] = []
+    acked = [0]  # replies read so far, for sleep
 
     def sender() -> None:
         try:
-            out = []
-            for n, line in items:
+            out: list[bytes] = []
+            for item in items:
+                if isinstance(item, Sleep):
+                    # Flush, wait until fmd has answered everything sent, then sleep.
+                    if out:
+                        sock.sendall(b"".join(out))
+                        out.clear()
+                    with lock:
+                        while acked[0] < len(sent):
+                            lock.wait()
+                    time.sleep(item.seconds)
+                    continue
+                n, line = item
                 with lock:
                     sent.append((n, line))
-                    lock.notify()
+                    lock.notify_all()
                 out.append(_prepare(line) + b"\n")
                 if len(out) >= 256:
                     sock.sendall(b"".join(out))
@@ -193,7 +241,7 @@ def cli(
         finally:
             with lock:
                 sent.append((-1, b""))
-                lock.notify()
+                lock.notify_all()
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
 
@@ -217,6 +265,9 @@ def cli(
             )
         reply: dict[str, Any] = orjson.loads(reply_line)
         total += 1
+        with lock:
+            acked[0] = idx
+            lock.notify_all()
         if reply.get("ok"):
             if verbose:
                 ena = reply.get("ena")

@@ -46,11 +46,11 @@ def row_ereport(row: Any) -> Ereport:
     )
 
 
-def list_row(ev: ListEvent, event_id: int) -> dict[str, Any]:
-    """The fltlog row of a list event."""
+def list_row(ev: ListEvent, event_id: int, time_ns: int | None = None) -> dict[str, Any]:
+    """The fltlog row of a list event, logged at ``time_ns`` (default: its diag-time)."""
     return {
         "id": event_id,
-        "time_ns": ev.diag_time_ns,
+        "time_ns": ev.diag_time_ns if time_ns is None else time_ns,
         "class": ev.cls,
         "uuid": ev.uuid,
         "code": ev.code,

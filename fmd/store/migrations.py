@@ -60,6 +60,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration("0002_serd_engines", _create("serd_engines")),
     Migration("0003_log_frontier", lambda conn: _log_frontier(conn)),
+    Migration("0004_hw_state", _create("hw_state")),
+    Migration("0005_responses", _create("responses")),
 )
 
 

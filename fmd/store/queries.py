@@ -9,7 +9,23 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, and_, false, or_, select
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    Table,
+    Text,
+    and_,
+    case,
+    cast,
+    delete,
+    false,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+)
 
 from fmd.store import schema
 
@@ -110,17 +126,80 @@ def load_cases(conn: Connection, *, open_only: bool = True) -> list[dict[str, An
     return list(out.values())
 
 
-def errlog_select(
+MemberFilter = tuple[tuple[str, ...], int | None]
+"""A ``-n`` prefilter: the member path, and the number it must equal (None: a
+string value, matched by regular expression in Python after the query)."""
+
+
+def _json_path(column: Any, path: Sequence[str], sqlite: bool) -> tuple[Any, Any]:
+    """(value, type) expressions of a member of the JSON text in ``column``.
+
+    On SQLite the JSON1 functions; invalid JSON yields NULL rather than an
+    error (``json_valid`` guards them) so a corrupt payload reaches fmdump,
+    which reports it.  On PostgreSQL the text is cast to ``jsonb``; the writer
+    only ever stores valid JSON there.
+    """
+    if sqlite:
+        parts = []
+        for p in path:
+            parts.append(f"[{p}]" if p.isdigit() else '."' + p.replace('"', '\\"') + '"')
+        jpath = "$" + "".join(parts)
+        valid = func.json_valid(column)
+        value = case((valid == 1, func.json_extract(column, jpath)), else_=null())
+        kind = case((valid == 1, func.json_type(column, jpath)), else_=null())
+        return value, kind
+    from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+    member = cast(column, JSONB).op("#>")(cast(literal(list(path)), ARRAY(Text)))
+    return member, func.jsonb_typeof(member)
+
+
+def member_filter(column: Any, filters: Sequence[MemberFilter], sqlite: bool) -> Any:
+    """``-n`` in SQL: the member exists and, for a numeric value, equals it (strings
+    and arrays are let through for the caller's regular-expression check)."""
+    conds = []
+    for path, number in filters:
+        value, kind = _json_path(column, path, sqlite)
+        if number is None:
+            conds.append(kind.is_not(None))
+        elif sqlite:
+            conds.append(or_(value == number, kind.in_(("text", "array"))))
+        else:
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            conds.append(
+                or_(value == cast(literal(str(number)), JSONB), kind.in_(("string", "array")))
+            )
+    return or_(*conds)
+
+
+def visible(column: Any, sqlite: bool) -> Any:
+    """Records not marked ``message=false`` (fmdump hides those without ``-a``)."""
+    if sqlite:
+        _, kind = _json_path(column, ("message",), sqlite)
+        return func.coalesce(kind, "") != "false"
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    return func.coalesce(cast(column, JSONB).op("->>")(literal("message")), "") != "false"
+
+
+def case_event_ids(conn: Connection, uuids: Sequence[str]) -> list[int]:
+    """The errlog ids of the events of the given cases (``fmdump -e -u``, ``-V``)."""
+    t = schema.case_events
+    q = select(t.c.event_id).where(t.c.uuid.in_(list(uuids))).order_by(t.c.event_id)
+    return [int(r.event_id) for r in conn.execute(q)]
+
+
+def _log_conds(
+    t: Table,
     *,
-    classes: Sequence[str] = (),
-    since_ns: int | None = None,
-    until_ns: int | None = None,
-    ids: Sequence[int] | None = None,
-    sqlite: bool = True,
-) -> Select[Any]:
-    """SELECT over the error log with fmdump's filters (same-letter filters OR, others AND)."""
-    t = schema.errlog
-    q = select(t)
+    classes: Sequence[str],
+    since_ns: int | None,
+    until_ns: int | None,
+    members: Sequence[MemberFilter],
+    after_id: int | None,
+    sqlite: bool,
+) -> list[Any]:
     conds = []
     if classes:
         conds.append(class_glob(t.c["class"], classes, sqlite))
@@ -128,8 +207,47 @@ def errlog_select(
         conds.append(t.c.time_ns >= since_ns)
     if until_ns is not None:
         conds.append(t.c.time_ns <= until_ns)
+    if members:
+        conds.append(member_filter(t.c.payload, members, sqlite))
+    if after_id is not None:
+        conds.append(t.c.id > after_id)
+    return conds
+
+
+def errlog_select(
+    *,
+    classes: Sequence[str] = (),
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    ids: Sequence[int] | None = None,
+    uuids: Sequence[str] = (),
+    members: Sequence[MemberFilter] = (),
+    after_id: int | None = None,
+    sqlite: bool = True,
+) -> Select[Any]:
+    """SELECT over the error log with fmdump's filters (same-letter filters OR, others AND).
+
+    ``uuids`` keeps the events of those cases (a join with ``case_events``);
+    ``ids`` keeps the given event ids (the same selection for a rotated
+    archive, which has no ``case_events``); ``after_id`` the rows added since
+    a ``-f`` poll.
+    """
+    t = schema.errlog
+    q = select(t)
+    conds = _log_conds(
+        t,
+        classes=classes,
+        since_ns=since_ns,
+        until_ns=until_ns,
+        members=members,
+        after_id=after_id,
+        sqlite=sqlite,
+    )
     if ids is not None:
         conds.append(t.c.id.in_(list(ids)) if ids else false())
+    if uuids:
+        ce = schema.case_events
+        conds.append(t.c.id.in_(select(ce.c.event_id).where(ce.c.uuid.in_(list(uuids)))))
     if conds:
         q = q.where(and_(*conds))
     return q.order_by(t.c.time_ns, t.c.id)
@@ -141,23 +259,85 @@ def fltlog_select(
     uuids: Sequence[str] = (),
     since_ns: int | None = None,
     until_ns: int | None = None,
+    members: Sequence[MemberFilter] = (),
+    hidden: bool = True,
+    after_id: int | None = None,
     sqlite: bool = True,
 ) -> Select[Any]:
-    """SELECT over the fault log with fmdump's filters."""
+    """SELECT over the fault log with fmdump's filters; ``hidden=False`` leaves out
+    the ``message=false`` records."""
     t = schema.fltlog
     q = select(t)
-    conds = []
-    if classes:
-        conds.append(class_glob(t.c["class"], classes, sqlite))
+    conds = _log_conds(
+        t,
+        classes=classes,
+        since_ns=since_ns,
+        until_ns=until_ns,
+        members=members,
+        after_id=after_id,
+        sqlite=sqlite,
+    )
     if uuids:
         conds.append(t.c.uuid.in_(list(uuids)))
-    if since_ns is not None:
-        conds.append(t.c.time_ns >= since_ns)
-    if until_ns is not None:
-        conds.append(t.c.time_ns <= until_ns)
+    if not hidden:
+        conds.append(visible(t.c.payload, sqlite))
     if conds:
         q = q.where(and_(*conds))
     return q.order_by(t.c.time_ns, t.c.id)
+
+
+def rotatable_errlog(conn: Connection, upto: int, after: int, batch: int) -> list[Row[Any]]:
+    """Committed errlog rows with ids in (after, upto] that no open case holds
+    (a case whose state is below RESOLVED), at most ``batch`` of them, by id."""
+    t, ce, c = schema.errlog, schema.case_events, schema.cases
+    held = select(ce.c.event_id).join(c, c.c.uuid == ce.c.uuid).where(c.c.state < 5)
+    q = (
+        select(t)
+        .where(and_(t.c.id > after, t.c.id <= upto, t.c.id.not_in(held)))
+        .order_by(t.c.id)
+        .limit(batch)
+    )
+    return list(conn.execute(q).all())
+
+
+def rotatable_fltlog(conn: Connection, upto: int, after: int, batch: int) -> list[Row[Any]]:
+    """Committed fltlog rows with ids in (after, upto] whose case is resolved or
+    gone, at most ``batch`` of them, by id."""
+    t, c = schema.fltlog, schema.cases
+    open_cases = select(c.c.uuid).where(c.c.state < 5)
+    q = (
+        select(t)
+        .where(and_(t.c.id > after, t.c.id <= upto, t.c.uuid.not_in(open_cases)))
+        .order_by(t.c.id)
+        .limit(batch)
+    )
+    return list(conn.execute(q).all())
+
+
+def serd_event_ids(conn: Connection) -> set[int]:
+    """Every errlog id some saved SERD engine still holds (``events`` of each
+    engine's JSON record, see :meth:`fmd.serd.SerdEngine.to_dict`)."""
+    import orjson
+
+    out: set[int] = set()
+    for r in conn.execute(select(schema.serd_engines.c.data)):
+        try:
+            record = orjson.loads(r.data)
+        except orjson.JSONDecodeError:
+            continue
+        events = record.get("events") if isinstance(record, dict) else None
+        for item in events if isinstance(events, list) else ():
+            if isinstance(item, list) and item and isinstance(item[0], int):
+                out.add(item[0])
+    return out
+
+
+def delete_ids(conn: Connection, log_name: str, ids: Sequence[int]) -> None:
+    """Delete rows of ``errlog`` or ``fltlog`` by id (log rotation)."""
+    t = schema.errlog if log_name == "errlog" else schema.fltlog
+    ids = list(ids)
+    for i in range(0, len(ids), 900):
+        conn.execute(delete(t).where(t.c.id.in_(ids[i : i + 900])))
 
 
 def events_by_id(conn: Connection, ids: Sequence[int], log_name: str = "errlog") -> list[Row[Any]]:
@@ -183,3 +363,53 @@ def count(conn: Connection, log_name: str) -> int:
 
     t = schema.errlog if log_name == "errlog" else schema.fltlog
     return int(conn.execute(select(func.count()).select_from(t)).scalar() or 0)
+
+
+def hw_states(conn: Connection, kind: str | None = None) -> list[Row[Any]]:
+    """Recorded simulated hardware states (``kind``, ``ident``, ``state``, ``updated_ns``),
+    CPUs before pages, each by ident; only those of ``kind`` when it is given."""
+    t = schema.hw_state
+    q = select(t)
+    if kind is not None:
+        q = q.where(t.c.kind == kind)
+    out: list[Row[Any]] = []
+    out.extend(conn.execute(q.order_by(t.c.kind, t.c.ident)).all())
+    return out
+
+
+def hw_state(conn: Connection, kind: str, ident: int) -> str | None:
+    """The recorded state of one CPU or page, or None when it was never recorded."""
+    t = schema.hw_state
+    value = conn.execute(select(t.c.state).where(and_(t.c.kind == kind, t.c.ident == ident)))
+    state = value.scalar()
+    return None if state is None else str(state)
+
+
+def set_hw_state(conn: Connection, kind: str, ident: int, state: str, now_ns: int) -> None:
+    """Record the state of one CPU or page, replacing any earlier record.
+
+    The one write in this module: the retire agent's sim backend keeps its
+    simulated hardware here rather than going through the event writer, in a
+    short transaction of its own (``conn`` must be inside ``engine.begin()``).
+    """
+    t = schema.hw_state
+    values = {"kind": kind, "ident": ident, "state": state, "updated_ns": now_ns}
+    update = {"state": state, "updated_ns": now_ns}
+    keys = ["kind", "ident"]
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        lite = sqlite.insert(t).values(values)
+        conn.execute(lite.on_conflict_do_update(index_elements=keys, set_=update))
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        pg = postgresql.insert(t).values(values)
+        conn.execute(pg.on_conflict_do_update(index_elements=keys, set_=update))
+        return
+    # Any other database: replace the row inside the caller's transaction.
+    from sqlalchemy import delete, insert
+
+    conn.execute(delete(t).where(and_(t.c.kind == kind, t.c.ident == ident)))
+    conn.execute(insert(t).values(values))

@@ -14,6 +14,12 @@ Tables:
                   rewritten only when the engine changes.
 ``xprt_offsets``  read positions of followed files, committed with their events.
 ``log_frontier``  per log, the highest id below which everything is committed.
+``hw_state``      the simulated hardware state the retire agent's sim backend keeps:
+                  one row per CPU (``kind`` "cpu", ``ident`` the cpuid, ``state``
+                  "offline"/"online") or page (``kind`` "page", ``ident`` the
+                  page-aligned physical address, ``state`` "retired"/"online").
+``responses``     what response agents did about each suspect (action, success,
+                  detail), shown by ``fmadm faulty``.
 ``fmd_migrations`` the named migrations applied to this database.
 
 ENAs are unsigned 64-bit values; they are stored in a signed BIGINT by two's
@@ -166,6 +172,29 @@ log_frontier = Table(
     metadata,
     Column("log", String(16), primary_key=True),
     Column("committed_upto", BigInteger, nullable=False),
+)
+
+# Written only by the retire agent's sim backend (agents/retire/sim.py); a
+# resource with no row is online.
+hw_state = Table(
+    "hw_state",
+    metadata,
+    Column("kind", String(8), primary_key=True),
+    Column("ident", BigInteger, primary_key=True, autoincrement=False),
+    Column("state", String(16), nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+)
+
+responses = Table(
+    "responses",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("module", String(128), primary_key=True),
+    Column("action", String(32), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
 )
 
 migrations = Table(

@@ -260,6 +260,26 @@ class WriteTxn:
     def save_resource(self, values: Mapping[str, Any]) -> None:
         self.upsert(schema.resources, values, ["fmri", "uuid"])
 
+    def reset_module(self, module: str) -> None:
+        """Forget a module's checkpoint, SERD engines and unsolved cases (fmadm reset)."""
+        self._ckpts.pop(module, None)
+        for table in ("checkpoints", "serd_engines"):
+            self.conn.exec_driver_sql(
+                self._stmt(f"reset_{table}", _delete_where(table, "module")), (module,)
+            )
+        c = schema.cases
+        unsolved = [
+            r.uuid
+            for r in self.conn.execute(
+                select(c.c.uuid).where(c.c.module == module, c.c.diag_time_ns.is_(None))
+            )
+        ]
+        for uuid in unsolved:
+            self.delete_case(uuid)
+
+    def save_response(self, values: Mapping[str, Any]) -> None:
+        self.upsert(schema.responses, values, ["uuid", "idx", "module"])
+
     def set_offset(self, name: str, ident: str, offset: int) -> None:
         self.upsert(schema.xprt_offsets, {"name": name, "ident": ident, "offset": offset}, ["name"])
 
@@ -369,6 +389,11 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._ids = self._load_ids()
         self.stats = {"txns": 0, "ops": 0, "events": 0, "retries": 0, "failed_ops": 0}
+
+    @property
+    def engine(self) -> Engine:
+        """The database engine (for components that keep a small table of their own)."""
+        return self._engine
 
     def _load_ids(self) -> dict[str, int]:
         with self._engine.connect() as conn:

@@ -1,0 +1,1 @@
+"""The cpumem retire agent: offlines faulty CPUs and retires faulty memory pages."""

@@ -1,0 +1,444 @@
+"""cpumem-retire: the response agent that takes faulty CPUs and pages out of service.
+
+It receives every ``list.suspect`` naming a ``fault.cpu.*`` or
+``fault.memory.*`` suspect (embedded-class matching) and every
+``list.repaired``/``list.updated``.  For each faulty suspect it picks an
+action by fault class and ASRU:
+
+* CPU faults (``fault.cpu.*`` except bus, interconnect, memory-controller,
+  DIMM and similar faults): offline the strand(s) of the resource — one
+  strand, or every strand of a core or chip — through the backend;
+* page faults (``fault.memory.*page*``, ``fault.cpu.*.page_*``): retire the
+  page at the ASRU's ``physaddr``;
+* anything else (DIMM, bank, bus, ...) and suspects with ``retire=false``:
+  no action (counted in ``nop_flts``).
+
+When the case had at least one action and every action succeeded, the agent
+closes the case (``fmd_case_uuclose``): fmd marks the ASRUs unusable and logs
+``list.isolated``.  A case with no action at all is left open: nothing was
+taken out of service.  On repair it brings the CPUs back online and unretires
+the pages, then reports the case resolved (``uuresolved``).
+
+Per suspect, the state machine of one retire::
+
+    start --ok--> done
+      |  \\--permanent error--> failed (recorded, case stays open)
+      |--retryable error--> retry after cpu_delay, at most cpu_tries times
+      '--page pending--> poll after page_ret_mindelay, doubling up to
+                         page_ret_maxdelay, page_retire_maxretries polls;
+                         then given up (counted in page_retmax) and done
+
+What happened is recorded per suspect with ``Handle.case_response`` so that
+``fmadm faulty`` shows it, and counted in the module's statistics.  Backend
+errors never escape: a failed CPU (not hot-pluggable, permission denied, tool
+missing) is reported and the agent goes on.
+
+At start-up fmd re-sends the diagnoses whose resources must stay retired
+(``replay_faults``): CPUs come back online after a reboot, and a crash can
+fall between a retire and the close of its case.  Every action is idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from agents.retire.backend import (
+    BackendError,
+    CpuState,
+    CpuTarget,
+    PageOutcome,
+    RetireBackend,
+    make_backend,
+)
+from fmd.config import PropSpec, PropType
+from fmd.errors import FmdError
+from fmd.module import Plugin
+from fmd.protocol import (
+    FAULT_FAULTY,
+    FAULT_UNUSABLE,
+    CpuFmri,
+    HcFmri,
+    ListEvent,
+    MemFmri,
+    Suspect,
+)
+
+if TYPE_CHECKING:
+    from fmd.api import Handle
+
+# Leaf-class prefixes of faults that name no CPU or page to take out of service.
+_NO_ACTION: Final = (
+    "bus",
+    "interconnect",
+    "dimm",
+    "bank",
+    "datapath",
+    "mc",
+    "nb",
+    "northbridge",
+    "quickpath",
+    "dma",
+    "chip",
+    "socket",
+)
+
+
+def action_for(suspect: Suspect) -> str | None:
+    """``"cpu"``, ``"page"`` or None (no action) for one suspect."""
+    if not suspect.retire:
+        return None
+    cls = suspect.cls
+    leaf = cls.rsplit(".", 1)[-1]
+    if leaf.startswith("page"):
+        return "page"
+    if cls.startswith("fault.memory."):
+        return None
+    if cls.startswith("fault.cpu."):
+        if leaf.startswith(_NO_ACTION):
+            return None
+        return "cpu"
+    return None
+
+
+@dataclass
+class _Pending:
+    """The retire work of one case still in progress."""
+
+    uuid: str
+    suspects: list[Suspect] = field(default_factory=list)
+    # suspect index -> "pending", "done" or "failed"
+    states: dict[int, str] = field(default_factory=dict)
+    timers: set[int] = field(default_factory=set)
+
+
+class CpumemRetire(Plugin):
+    """Offlines faulty CPUs and retires faulty pages; undoes it on repair."""
+
+    name: ClassVar[str] = "cpumem-retire"
+    version: ClassVar[str] = "1.0"
+    description: ClassVar[str] = "CPU/Memory Retire Agent"
+    subscriptions: ClassVar[tuple[str, ...]] = (
+        "fault.cpu.*",
+        "fault.memory.*",
+        "list.repaired",
+    )
+    replay_faults: ClassVar[bool] = True
+    properties: ClassVar[tuple[PropSpec, ...]] = (
+        PropSpec(
+            "backend",
+            PropType.ENUM,
+            "sim",
+            "How CPUs and pages are taken out of service: sim (recorded in the store), "
+            "linux (sysfs) or xen (xen-hptool in dom0).",
+            choices=("sim", "linux", "xen"),
+        ),
+        PropSpec("sysfs_root", PropType.STRING, "/sys", "linux backend: where sysfs is mounted."),
+        PropSpec("procfs_root", PropType.STRING, "/proc", "linux backend: where procfs is."),
+        PropSpec("debugfs_root", PropType.STRING, "/sys/kernel/debug", "linux backend: debugfs."),
+        PropSpec(
+            "page_offline",
+            PropType.ENUM,
+            "soft",
+            "linux backend: soft_offline_page, hard_offline_page, or soft then hard.",
+            choices=("soft", "hard", "soft-then-hard"),
+        ),
+        PropSpec("xen_hptool", PropType.STRING, "xen-hptool", "xen backend: the tool to run."),
+        PropSpec("xenpm", PropType.STRING, "xenpm", "xen backend: reads which CPUs are online."),
+        PropSpec("cmd_timeout", PropType.TIME, "30sec", "xen backend: time limit per command."),
+        PropSpec("cpu_offline_enable", PropType.BOOL, "true", "Offline CPUs found faulty."),
+        PropSpec("cpu_online_enable", PropType.BOOL, "true", "Online CPUs once repaired."),
+        PropSpec("page_retire_enable", PropType.BOOL, "true", "Retire pages found faulty."),
+        PropSpec("page_unretire_enable", PropType.BOOL, "true", "Unretire repaired pages."),
+        PropSpec("cpu_tries", PropType.UINT32, "10", "Attempts to offline a busy CPU."),
+        PropSpec("cpu_delay", PropType.TIME, "1sec", "Delay between CPU offline attempts."),
+        PropSpec(
+            "page_ret_mindelay", PropType.TIME, "1sec", "First delay before re-checking a page."
+        ),
+        PropSpec(
+            "page_ret_maxdelay", PropType.TIME, "5min", "Longest delay between page re-checks."
+        ),
+        PropSpec(
+            "page_retire_maxretries",
+            PropType.UINT32,
+            "5",
+            "Re-checks of a pending page retire before giving up (0: no limit).",
+        ),
+    )
+
+    _STATS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("cpu_flts", "CPU faults resolved by offlining"),
+        ("cpu_repairs", "CPUs brought back online"),
+        ("cpu_fails", "CPU offline or online failures"),
+        ("cpu_supp", "CPU actions suppressed by configuration"),
+        ("page_flts", "page faults resolved by retiring"),
+        ("page_repairs", "pages unretired"),
+        ("page_fails", "page retire or unretire failures"),
+        ("page_supp", "page actions suppressed by configuration"),
+        ("page_retmax", "page retires given up after too many re-checks"),
+        ("retries", "actions tried again after a transient error"),
+        ("bad_flts", "suspects whose resource could not be understood"),
+        ("nop_flts", "suspects that need no action"),
+    )
+
+    def init(self, hdl: Handle) -> None:
+        for name, desc in self._STATS:
+            hdl.stat(name, desc)
+        self.backend: RetireBackend = make_backend(
+            str(hdl.prop("backend")),
+            engine=hdl.store_engine if hdl.prop("backend") == "sim" else None,
+            now_ns=hdl.now_ns,
+            sysfs_root=str(hdl.prop("sysfs_root")),
+            procfs_root=str(hdl.prop("procfs_root")),
+            debugfs_root=str(hdl.prop("debugfs_root")),
+            page_offline=str(hdl.prop("page_offline")),
+            xen_hptool=str(hdl.prop("xen_hptool")),
+            xenpm=str(hdl.prop("xenpm")),
+            timeout=max(1.0, int(hdl.prop("cmd_timeout")) / 1e9),
+            cpus=self._known_cpus(hdl),
+        )
+        self.pending: dict[str, _Pending] = {}
+        hdl.log.info("retire_backend", backend=self.backend.describe())
+
+    @staticmethod
+    def _known_cpus(hdl: Handle) -> set[int] | None:
+        try:
+            cpus = {n.asru.cpuid for n in hdl.topo.nodes() if isinstance(n.asru, CpuFmri)}
+        except Exception:
+            return None
+        return cpus or None
+
+    # -- events ------------------------------------------------------------------
+    def recv(self, hdl: Handle, event: Any) -> None:
+        if not isinstance(event, ListEvent):
+            return
+        if event.cls == "list.suspect":
+            self._retire(hdl, event)
+        elif event.cls in ("list.repaired", "list.updated"):
+            self._unretire(hdl, event)
+
+    def _retire(self, hdl: Handle, ev: ListEvent) -> None:
+        work = _Pending(ev.uuid, list(ev.fault_list))
+        for idx, suspect in enumerate(ev.fault_list):
+            status = ev.fault_status[idx] if idx < len(ev.fault_status) else FAULT_FAULTY
+            if not status & FAULT_FAULTY:
+                continue
+            action = action_for(suspect)
+            if action is None:
+                hdl.stat("nop_flts").incr()
+                continue
+            enabled = "cpu_offline_enable" if action == "cpu" else "page_retire_enable"
+            if not hdl.prop(enabled):
+                hdl.stat(f"{action}_supp").incr()
+                hdl.case_response(ev.uuid, idx, "none", False, f"{enabled} is false")
+                work.states[idx] = "failed"
+                continue
+            work.states[idx] = "pending"
+        if not work.states:
+            return
+        old = self.pending.pop(ev.uuid, None)
+        if old is not None:
+            for tid in old.timers:
+                hdl.timer_remove(tid)
+        self.pending[ev.uuid] = work
+        for idx, state in list(work.states.items()):
+            if state == "pending":
+                self._attempt(hdl, work, ev.fault_list[idx], idx, 1)
+        self._maybe_close(hdl, work)
+
+    def _attempt(self, hdl: Handle, work: _Pending, suspect: Suspect, idx: int, n: int) -> None:
+        """One try at the action of suspect ``idx``; schedules the next try if needed."""
+        action = action_for(suspect)
+        try:
+            if action == "cpu":
+                targets = self._cpu_targets(hdl, suspect)
+                for target in targets:
+                    self.backend.cpu_offline(target)
+                hdl.stat("cpu_flts").incr()
+                names = ", ".join(t.label or f"cpu {t.cpuid}" for t in targets)
+                work.states[idx] = "done"
+                hdl.case_response(
+                    work.uuid,
+                    idx,
+                    "offline",
+                    True,
+                    f"offlined strand(s) {', '.join(str(t.cpuid) for t in targets)} ({names}) "
+                    f"through {self.backend.name}",
+                )
+                hdl.log.info(
+                    "cpu_offlined",
+                    uuid=work.uuid,
+                    cpus=[t.cpuid for t in targets],
+                    backend=self.backend.name,
+                )
+                return
+            physaddr = self._physaddr(suspect)
+            outcome = self.backend.page_retire(physaddr)
+            if outcome is PageOutcome.DONE:
+                work.states[idx] = "done"
+                hdl.stat("page_flts").incr()
+                hdl.case_response(work.uuid, idx, "retire", True, f"retired page 0x{physaddr:x}")
+                hdl.log.info("page_retired", uuid=work.uuid, physaddr=hex(physaddr))
+                return
+            self._poll_later(hdl, work, idx, n)
+        except _BadResource as exc:
+            hdl.stat("bad_flts").incr()
+            work.states[idx] = "failed"
+            hdl.case_response(work.uuid, idx, "none", False, str(exc))
+            hdl.log.warning("retire_bad_resource", uuid=work.uuid, error=str(exc))
+        except BackendError as exc:
+            tries = int(hdl.prop("cpu_tries")) if action == "cpu" else 1
+            if exc.retryable and n < tries:
+                hdl.stat("retries").incr()
+                delay = int(hdl.prop("cpu_delay"))
+                work.timers.add(hdl.timer_install(delay, ("retry", work.uuid, idx, n + 1)))
+                hdl.log.info("retire_retry", uuid=work.uuid, attempt=n, error=str(exc))
+                return
+            hdl.stat(f"{action}_fails").incr()
+            work.states[idx] = "failed"
+            verb = "offline" if action == "cpu" else "retire"
+            hdl.case_response(work.uuid, idx, verb, False, str(exc))
+            hdl.log.error("retire_failed", uuid=work.uuid, action=verb, error=str(exc))
+
+    def _poll_later(self, hdl: Handle, work: _Pending, idx: int, n: int) -> None:
+        limit = int(hdl.prop("page_retire_maxretries"))
+        if limit and n > limit:
+            # As the reference does: stop polling and count the page as handled.
+            hdl.stat("page_retmax").incr()
+            work.states[idx] = "done"
+            hdl.case_response(
+                work.uuid, idx, "retire", True, f"page retire still pending after {limit} checks"
+            )
+            return
+        lo, hi = int(hdl.prop("page_ret_mindelay")), int(hdl.prop("page_ret_maxdelay"))
+        delay = min(hi, lo << min(n - 1, 40))
+        work.timers.add(hdl.timer_install(delay, ("poll", work.uuid, idx, n + 1)))
+
+    def timeout(self, hdl: Handle, timer_id: int, arg: Any) -> None:
+        kind, uuid, idx, n = arg
+        work = self.pending.get(uuid)
+        if work is None:
+            return
+        work.timers.discard(timer_id)
+        if idx >= len(work.suspects) or work.states.get(idx) != "pending":
+            return
+        suspect = work.suspects[idx]
+        if kind == "poll":
+            try:
+                state = self.backend.page_status(self._physaddr(suspect))
+            except (BackendError, _BadResource) as exc:
+                hdl.log.warning("page_status_failed", uuid=uuid, error=str(exc))
+                state = None
+            if state is not None and state.value == "retired":
+                work.states[idx] = "done"
+                hdl.stat("page_flts").incr()
+                hdl.case_response(uuid, idx, "retire", True, "page retired")
+            else:
+                self._poll_later(hdl, work, idx, n)
+        else:
+            self._attempt(hdl, work, suspect, idx, n)
+        self._maybe_close(hdl, work)
+
+    def _maybe_close(self, hdl: Handle, work: _Pending) -> None:
+        if any(s == "pending" for s in work.states.values()):
+            return
+        self.pending.pop(work.uuid, None)
+        if all(s == "done" for s in work.states.values()):
+            try:
+                hdl.case_uuclose(work.uuid)
+            except FmdError as exc:
+                hdl.log.warning("case_close_failed", uuid=work.uuid, error=str(exc))
+
+    # -- repair --------------------------------------------------------------------
+    def _unretire(self, hdl: Handle, ev: ListEvent) -> None:
+        work = self.pending.pop(ev.uuid, None)
+        if work is not None:
+            for tid in work.timers:
+                hdl.timer_remove(tid)
+        all_ok = True
+        unusable = False
+        for idx, suspect in enumerate(ev.fault_list):
+            status = ev.fault_status[idx] if idx < len(ev.fault_status) else 0
+            if status & FAULT_FAULTY:
+                continue
+            unusable = unusable or bool(status & FAULT_UNUSABLE)
+            action = action_for(suspect)
+            if action is None:
+                continue
+            enabled = "cpu_online_enable" if action == "cpu" else "page_unretire_enable"
+            if not hdl.prop(enabled):
+                hdl.stat(f"{action}_supp").incr()
+                all_ok = False
+                continue
+            try:
+                if action == "cpu":
+                    targets = self._cpu_targets(hdl, suspect)
+                    for target in targets:
+                        if self.backend.cpu_status(target) is not CpuState.ONLINE:
+                            self.backend.cpu_online(target)
+                    hdl.stat("cpu_repairs").incr()
+                    hdl.case_response(
+                        ev.uuid,
+                        idx,
+                        "online",
+                        True,
+                        f"onlined strand(s) {', '.join(str(t.cpuid) for t in targets)}",
+                    )
+                    hdl.log.info("cpu_onlined", uuid=ev.uuid, cpus=[t.cpuid for t in targets])
+                else:
+                    physaddr = self._physaddr(suspect)
+                    self.backend.page_unretire(physaddr)
+                    hdl.stat("page_repairs").incr()
+                    hdl.case_response(
+                        ev.uuid, idx, "unretire", True, f"unretired page 0x{physaddr:x}"
+                    )
+                    hdl.log.info("page_unretired", uuid=ev.uuid, physaddr=hex(physaddr))
+            except (BackendError, _BadResource) as exc:
+                all_ok = False
+                hdl.stat(f"{action}_fails").incr()
+                verb = "online" if action == "cpu" else "unretire"
+                hdl.case_response(ev.uuid, idx, verb, False, str(exc))
+                hdl.log.error("unretire_failed", uuid=ev.uuid, action=verb, error=str(exc))
+        if ev.cls == "list.repaired" and unusable and all_ok:
+            try:
+                hdl.case_uuresolved(ev.uuid)
+            except FmdError as exc:
+                hdl.log.warning("case_resolve_failed", uuid=ev.uuid, error=str(exc))
+
+    # -- resources -----------------------------------------------------------------
+    def _cpu_targets(self, hdl: Handle, suspect: Suspect) -> list[CpuTarget]:
+        """The strands to offline: from the hc resource (physical, via the topology),
+        else the cpu-scheme ASRU (logical)."""
+        res = suspect.resource
+        if isinstance(res, HcFmri):
+            want = [(n, str(i)) for n, i in res.hc_list]
+            found = []
+            for node in hdl.topo.nodes():
+                pairs = [(n, str(i)) for n, i in node.fmri.hc_list]
+                strand = pairs[-1][0] == "strand" and isinstance(node.asru, CpuFmri)
+                if strand and pairs[: len(want)] == want:
+                    assert isinstance(node.asru, CpuFmri)
+                    found.append(CpuTarget(node.asru.cpuid, "hc", suspect.location))
+            if found:
+                return found
+        if isinstance(suspect.asru, CpuFmri):
+            return [CpuTarget(suspect.asru.cpuid, "cpu", suspect.location)]
+        raise _BadResource(
+            f"{suspect.cls}: neither a strand in the topology nor a cpu-scheme ASRU "
+            f"(resource {_text(res)}, asru {_text(suspect.asru)})"
+        )
+
+    @staticmethod
+    def _physaddr(suspect: Suspect) -> int:
+        asru = suspect.asru
+        if isinstance(asru, MemFmri) and asru.physaddr is not None:
+            return int(asru.physaddr)
+        raise _BadResource(f"{suspect.cls}: the ASRU {_text(asru)} has no physical address")
+
+
+class _BadResource(Exception):
+    """A suspect whose resource names nothing the backend can act on."""
+
+
+def _text(fmri: Any) -> str:
+    return fmri.to_string() if fmri is not None and hasattr(fmri, "to_string") else "none"

@@ -1,0 +1,134 @@
+"""The whole fault lifecycle from the operator's side, on the real daemon with the
+sim platform, once per retire backend (sim; linux against a fake sysfs tree; xen
+against a fake xen-hptool): corrected icache errors on chip 3 -> the console
+summary -> ``fmadm faulty`` shows "CPU 3" faulted and taken out of service and
+the backend has the strand offline -> ``fmadm replaced "CPU 3"`` -> the strand is
+back online, ``fmadm faulty`` is empty, and ``fmdump`` shows Diagnosed, Isolated,
+Repaired and Resolved."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fmd.store import Store, queries
+from tests.fmdproc import FmdProcess
+from tests.retire_fakes import fake_xen_path, make_fake_sysfs, read_cpu_online, xen_calls
+
+pytestmark = pytest.mark.e2e
+
+HOUR = 3600
+T0 = 1_700_000_000
+ICACHE_CE = "0x9400000000000101"  # VAL|EN, code 0x0101: l1icache, corrected
+CPU = 13  # chip 3, core 0, strand 1 on the sim platform
+
+
+def icache(cpu: int, t: int) -> dict[str, Any]:
+    return {"mca": {"cpu": cpu, "bank": 1, "status": ICACHE_CE, "time": t}}
+
+
+def conf(root: Path, module: str, lines: list[str]) -> None:
+    path = root / "etc" / "fmd" / "plugins" / f"{module}.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def sim_state(root: Path) -> str:
+    store = Store("", db_file=root / "var" / "fm" / "fmd" / "fmd.db", readonly=True)
+    try:
+        with store.reader() as conn:
+            rows = {r.ident: r.state for r in queries.hw_states(conn, "cpu")}
+    finally:
+        store.close()
+    return rows.get(CPU, "online")
+
+
+Backend = tuple[list[str], Callable[[], str]]
+
+
+def sim_backend(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    return ["setprop backend sim"], lambda: sim_state(root)
+
+
+def linux_backend(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    sysfs = make_fake_sysfs(tmp_path / "sys", cpus=16)
+    return (
+        ["setprop backend linux", f"setprop sysfs_root {sysfs}"],
+        lambda: "online" if read_cpu_online(sysfs, CPU) == "1" else "offline",
+    )
+
+
+def xen_backend(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    _bin, env = fake_xen_path(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+    def state() -> str:
+        calls = [c for c in xen_calls(env) if c[0].startswith("cpu-") and c[1] == str(CPU)]
+        return "offline" if calls and calls[-1][0] == "cpu-offline" else "online"
+
+    return ["setprop backend xen"], state
+
+
+@pytest.mark.parametrize("make_backend", [sim_backend, linux_backend, xen_backend])
+def test_fault_isolate_replace_resolve(
+    root: Path,
+    tmp_path: Path,
+    fmd_factory: list[FmdProcess],
+    monkeypatch: pytest.MonkeyPatch,
+    make_backend: Callable[[Path, Path, pytest.MonkeyPatch], Backend],
+) -> None:
+    """Errors on chip 3 end with CPU 3's strand offline and the case isolated; after
+    'fmadm replaced "CPU 3"' the strand is online and the case resolved."""
+    lines, cpu_state = make_backend(root, tmp_path, monkeypatch)
+    conf(root, "cpumem-retire", lines)
+    console = tmp_path / "console.txt"
+    conf(
+        root,
+        "syslog-msgs",
+        ["setprop syslogd false", "setprop console true", f"setprop console_path {console}"],
+    )
+    fmd = FmdProcess(root, props={"platform": "sim"}).start()
+    fmd_factory.append(fmd)
+    assert all(r["ok"] for r in fmd.send_lines(icache(CPU, T0 + i * HOUR) for i in range(4)))
+    fmd.quiesce()
+
+    # The console summary, once.
+    text = console.read_text().replace("\r\n", "\n")
+    assert text.count("SUNW-MSG-ID: GMCA-8000-Q7, TYPE: Fault, VER: 1, SEVERITY: Major") == 1
+    uuid = next(e["uuid"] for e in fmd.fltlog_json() if e["class"] == "list.suspect")
+    assert f"EVENT-ID: {uuid}" in text
+
+    # fmadm faulty: CPU 3, faulted and taken out of service; the strand is offline.
+    out = fmd.cli("fmadm", "faulty")
+    assert out.returncode == 0, out.stderr
+    assert uuid in out.stdout
+    assert 'FRU         : "CPU 3" (hc://' in out.stdout
+    assert "faulted and taken out of service" in out.stdout
+    cases = json.loads(fmd.cli("fmadm", "faulty", "--json").stdout)
+    assert [(c["uuid"], c["code"]) for c in cases] == [(uuid, "GMCA-8000-Q7")]
+    suspect = cases[0]["suspects"][0]
+    assert (suspect["location"], suspect["status"], suspect["asru"]) == (
+        "CPU 3",
+        "faulted and taken out of service",
+        f"cpu:///cpuid={CPU}",
+    )
+    assert cpu_state() == "offline"
+
+    # Replace the part.
+    done = fmd.cli("fmadm", "replaced", "CPU 3")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "fmadm: recorded replacement of CPU 3"
+    fmd.quiesce()
+    assert cpu_state() == "online"
+    empty = fmd.cli("fmadm", "faulty")
+    assert (empty.returncode, empty.stdout) == (0, "")
+    events = [(e["uuid"], e["event"]) for e in fmd.fltlog_json() if e["uuid"] == uuid]
+    assert [e for _, e in events] == ["Diagnosed", "Isolated", "Repaired", "Resolved"]
+    plain = fmd.cli("fmdump")
+    for word in ("Diagnosed", "Isolated", "Repaired", "Resolved"):
+        assert f"{uuid} GMCA-8000-Q7 {word}" in plain.stdout or word in plain.stdout
