@@ -354,6 +354,16 @@ class Handle:
         """Move the events of SERD engine ``name`` into the case."""
         engine = self.serd.get(name)
         self._own(case).add_serd(name, engine.event_ids())
+        self._mark_injected(case)
+
+    def _mark_injected(self, case: Case) -> None:
+        """A case built while handling an injected event is an injected case (its
+        SERD engines hold references, not the events, so the trigger decides)."""
+        current = self._current
+        ev = current.event if current is not None else None
+        if isinstance(ev, Ereport) and ev.injected and not case.flags & CaseFlag.INJECTED:
+            case.flags |= CaseFlag.INJECTED
+            self._meta_changed.add(case.uuid)
 
     def create_fault(
         self,

@@ -42,7 +42,7 @@ from fmd.adm.requests import register_requests
 from fmd.adm.server import AdmServer
 from fmd.api import Handle, ModuleContext
 from fmd.case import Case
-from fmd.clock import make_clock
+from fmd.clock import SimulatedClock, make_clock
 from fmd.config import Properties, parse_conf
 from fmd.dictionary import DictionarySet, default_dict_dirs
 from fmd.dispatch import Dispatcher, ModuleGoneOp
@@ -180,7 +180,7 @@ class Daemon:
         self._replay_faults()
         self.writer.start()
         self.timers.start()
-        self.timers.install(p.get_time_ns("gc_interval"), self._gc, None)
+        self.timers.install(p.get_time_ns("gc_interval"), self._gc, None, internal=True)
         for r in self.runners.values():
             if r.state is ModuleState.LOADING:
                 r.start()
@@ -440,7 +440,7 @@ class Daemon:
             submit=self.writer.submit,
             clock=self.clock,
             kick_timers=self.timers.kick,
-            timer_horizon=self.timers.horizon,
+            end_of_time=self._end_of_time,
             max_line=p.get_size("xprt.maxline"),
             err_limit=p.get_int("log.errlimit"),
             err_window_ns=p.get_time_ns("log.errwindow"),
@@ -521,7 +521,33 @@ class Daemon:
         for r in list(self.runners.values()):
             if r.active:
                 r.call(r.gc)
-        self.timers.install(self.props.get_time_ns("gc_interval"), self._gc, None)
+        self.timers.install(self.props.get_time_ns("gc_interval"), self._gc, None, internal=True)
+
+    def _end_of_time(self, done: Callable[[BaseException | None], None]) -> None:
+        """fminject's ``endhrtime`` on the simulated clock: let the modules finish,
+        advance to the last deadline they installed, and repeat until no module
+        timer is left (at most 1000 rounds); then answer with ``done``."""
+        clock = self.clock
+        assert isinstance(clock, SimulatedClock)
+
+        def run() -> None:
+            try:
+                for _ in range(1000):
+                    self.quiesce(60.0)
+                    last = self.timers.horizon()
+                    now = clock.now_ns()
+                    if last is None:
+                        break
+                    clock.advance(max(0, last - now))
+                    self.timers.kick()
+                    self.timers.wait_settled()
+                self.quiesce(60.0)
+                log.info("end_of_time", clock_ns=clock.now_ns())
+                done(None)
+            except Exception as exc:
+                done(exc)
+
+        threading.Thread(target=run, name="fmd-end-of-time", daemon=True).start()
 
     # -- steady state and shutdown ----------------------------------------
     def quiesce(self, timeout: float = 60.0) -> bool:

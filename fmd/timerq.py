@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,13 +28,20 @@ class TimerQueue:
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
+        # Timers of fmd itself (gc), left out of the horizon: they re-arm forever.
+        self._internal: set[int] = set()
+        self._firing = 0
 
-    def install(self, delta_ns: int, fire: Callable[[int, Any], None], arg: Any) -> int:
+    def install(
+        self, delta_ns: int, fire: Callable[[int, Any], None], arg: Any, *, internal: bool = False
+    ) -> int:
         """Call ``fire(timer_id, arg)`` once ``delta_ns`` has elapsed on the clock."""
         with self._cond:
             tid = next(self._ids)
             heapq.heappush(self._heap, (self._clock.now_ns() + max(0, delta_ns), tid))
             self._timers[tid] = (fire, arg)
+            if internal:
+                self._internal.add(tid)
             self._cond.notify_all()
             return tid
 
@@ -46,10 +54,28 @@ class TimerQueue:
             return len(self._timers)
 
     def horizon(self) -> int | None:
-        """The latest deadline of the timers still installed, or None."""
+        """The latest deadline of the modules' timers still installed, or None."""
         with self._cond:
-            live = [when for when, tid in self._heap if tid in self._timers]
+            live = [
+                when
+                for when, tid in self._heap
+                if tid in self._timers and tid not in self._internal
+            ]
             return max(live) if live else None
+
+    def wait_settled(self, timeout: float = 30.0) -> bool:
+        """Wait until every timer that is due on the clock has been fired."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                now = self._clock.now_ns()
+                due = any(when <= now and tid in self._timers for when, tid in self._heap)
+                if not due and not self._firing:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fmd-timers", daemon=True)
@@ -77,11 +103,18 @@ class TimerQueue:
                 while self._heap and self._heap[0][0] <= now:
                     _, tid = heapq.heappop(self._heap)
                     entry = self._timers.pop(tid, None)
+                    self._internal.discard(tid)
                     if entry is not None:
                         due.append((tid, entry[0], entry[1]))
+                self._firing = len(due)
                 if not due:
                     deadline = self._heap[0][0] if self._heap else None
                     self._clock.wait_until(self._cond, deadline)
                     continue
-            for tid, fire, arg in due:
-                fire(tid, arg)
+            try:
+                for tid, fire, arg in due:
+                    fire(tid, arg)
+            finally:
+                with self._cond:
+                    self._firing = 0
+                    self._cond.notify_all()

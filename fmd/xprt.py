@@ -8,10 +8,11 @@ transport may acknowledge them.  :class:`Ingest` also owns what transports
 must agree on: per-transport counters, rate-limited logging of rejected input,
 the ENA generator, raw machine-check records (decoded by
 :mod:`fmd.telemetry` against the platform), and the simulated-clock control event
-``resource.fm.fmd.clock.addhrtime`` (member ``delta``, nanoseconds; -1, sent
-by fminject's ``endhrtime``, moves the clock to the last installed timer's
-deadline), which is ordered with the events around it by going through the
-writer as well.
+``resource.fm.fmd.clock.addhrtime`` (member ``delta``, nanoseconds), which is
+ordered with the events around it by going through the writer as well.  A
+delta of -1 (fminject's ``endhrtime``) runs to the "end of time": the daemon
+lets the modules finish, moves the clock to the last deadline they installed,
+and repeats until no module timer is left.
 
 Transports start only after replay has finished (the reference's "all
 transports start suspended").
@@ -119,23 +120,24 @@ class ClockOp:
         delta_ns: int,
         kick: Callable[[], None],
         on_done: Done,
-        horizon: Callable[[], int | None] = lambda: None,
+        end_of_time: Callable[[Done], None] | None = None,
     ) -> None:
         self.clock, self.delta, self.kick, self.on_done = clock, delta_ns, kick, on_done
-        self.horizon = horizon
+        self.end_of_time = end_of_time
 
     def apply(self, tx: WriteTxn) -> None:
         return None
 
     def done(self, error: BaseException | None) -> None:
+        if error is None and self.delta == END_OF_TIME:
+            if self.end_of_time is not None:
+                # Runs off the writer thread (it waits for the modules) and
+                # answers the sender when every timer has run out.
+                self.end_of_time(self.on_done)
+                return
+            error = EventRejected("this fmd cannot run to the end of time")
         if error is None:
-            delta = self.delta
-            if delta == END_OF_TIME:
-                # "endhrtime": move to the last deadline installed, so every
-                # timer (SERD windows included) runs out.
-                last = self.horizon()
-                delta = max(0, last - self.clock.now_ns()) if last is not None else 0
-            self.clock.advance(delta)
+            self.clock.advance(self.delta)
             self.kick()
         self.on_done(error)
 
@@ -149,7 +151,7 @@ class Ingest:
         submit: Callable[[Any], None],
         clock: Clock,
         kick_timers: Callable[[], None],
-        timer_horizon: Callable[[], int | None] = lambda: None,
+        end_of_time: Callable[[Done], None] | None = None,
         max_line: int,
         err_limit: int,
         err_window_ns: int,
@@ -159,7 +161,7 @@ class Ingest:
         self.platform = platform
         self.clock = clock
         self._kick = kick_timers
-        self._horizon = timer_horizon
+        self._end_of_time = end_of_time
         self.max_line = max_line
         self.ena = EnaGenerator()
         self._limiter = RateLimiter(err_limit, err_window_ns, clock.now_ns)
@@ -250,4 +252,4 @@ class Ingest:
     def control(self, obj: dict[str, Any], on_done: Done) -> None:
         """Queue a control event in order with the events around it."""
         assert isinstance(self.clock, SimulatedClock)
-        self._submit(ClockOp(self.clock, int(obj["delta"]), self._kick, on_done, self._horizon))
+        self._submit(ClockOp(self.clock, int(obj["delta"]), self._kick, on_done, self._end_of_time))

@@ -69,11 +69,17 @@ class DiagnosisEnv:
 
 
 def make_handle(
-    plugin: Plugin, dictionary: str, overrides: Iterable[tuple[str, str]] = ()
+    plugin: Plugin,
+    dictionary: str,
+    overrides: Iterable[tuple[str, str]] = (),
+    *,
+    now_ns: int = T0,
+    doc: dict[str, Any] | None = None,
 ) -> tuple[Handle, FakeWriter]:
-    """A Handle for the plug-in on the sim platform at T0, its properties overridden,
-    the plug-in initialized on it; and the writer that collects its checkpoints."""
-    clock = SimulatedClock(T0)
+    """A Handle for the plug-in on the sim platform at ``now_ns``, its properties
+    overridden, restored from checkpoint ``doc`` if given, the plug-in initialized on
+    it; and the writer that collects its checkpoints."""
+    clock = SimulatedClock(now_ns)
     writer = FakeWriter()
     owners: dict[str, Any] = {}
     ctx = ModuleContext(
@@ -88,7 +94,7 @@ def make_handle(
         platform=SimPlatform(hostname="h"),
     )
     props = Properties.build(plugin.properties, [(k, v, "test") for k, v in overrides])
-    hdl = Handle(ctx, plugin.name, plugin.version, props, [dictionary])
+    hdl = Handle(ctx, plugin.name, plugin.version, props, [dictionary] if dictionary else [])
     hdl.runner = ModuleRunner(
         plugin,
         hdl,
@@ -97,5 +103,6 @@ def make_handle(
         load_overflow=lambda refs: [],
         on_failure=lambda r, e: None,
     )
+    hdl.restore(doc, [])
     plugin.init(hdl)
     return hdl, writer

@@ -17,7 +17,6 @@ import random
 import socket
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from tests.fmdproc import FmdProcess
+from tests.pgschema import pg_schema_url
 
 pytestmark = pytest.mark.e2e
 
@@ -265,9 +265,6 @@ def test_sigkill_loses_and_duplicates_nothing(root: Path, fmd_factory: list[FmdP
         db.dispose()
 
 
-PG_URL = os.environ.get("FMD_TEST_PG_URL")
-
-
 class PgSchema(NamedTuple):
     name: str
     url: str
@@ -276,22 +273,12 @@ class PgSchema(NamedTuple):
 @pytest.fixture
 def pg_schema() -> Iterator[PgSchema]:
     """A fresh PostgreSQL schema for one test, named in the URL's search_path; dropped after."""
-    assert PG_URL is not None
-    name = f"fmd_crash_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={name}"})
-    try:
-        yield PgSchema(name, url.render_as_string(hide_password=False))
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
+    with pg_schema_url() as url:
+        name = make_url(url).query["options"].split("=", 1)[1]
+        yield PgSchema(str(name), url)
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(PG_URL is None, reason="set FMD_TEST_PG_URL to a PostgreSQL URL")
 def test_sigkill_loses_and_duplicates_nothing_postgres(
     pg_schema: PgSchema, root: Path, fmd_factory: list[FmdProcess]
 ) -> None:

@@ -106,3 +106,22 @@ def test_check_only_reports_errors_with_lines(
         "fminject: 5 of 5 events are valid\n",
         "",
     )
+
+
+def test_endhrtime_runs_every_timer_out(root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """'endhrtime;' moves the simulated clock to the last installed deadline: both of
+    the timer module's timers expire."""
+    fmd = FmdProcess(root, plugins=["timermod"], props={"clock": "simulated"}).start()
+    fmd_factory.append(fmd)
+    program = root / "end.inj"
+    program.write_text(
+        "evdef ereport.timer.start { uint8_t version; };\n"
+        "event ereport.timer.start go = { 0 };\n"
+        "go;\n"
+        "endhrtime;\n"
+    )
+    out = fmd.cli("fminject", str(program))
+    assert out.returncode == 0, out.stderr
+    fmd.quiesce()
+    stats = {s["name"]: s["value"] for s in fmd.adm("module.stats", module="timer-test")}
+    assert (stats["fired"], stats["canary"]) == (1, 1)

@@ -132,3 +132,77 @@ def test_fault_isolate_replace_resolve(
     plain = fmd.cli("fmdump")
     for word in ("Diagnosed", "Isolated", "Repaired", "Resolved"):
         assert f"{uuid} GMCA-8000-Q7 {word}" in plain.stdout or word in plain.stdout
+
+
+def test_retired_cpu_is_offlined_again_after_a_reboot(
+    root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]
+) -> None:
+    """A reboot brings the CPU back online; the next fmd start offlines it again,
+    without logging the isolation a second time."""
+    sysfs = make_fake_sysfs(tmp_path / "sys", cpus=16)
+    conf(root, "cpumem-retire", ["setprop backend linux", f"setprop sysfs_root {sysfs}"])
+    fmd = FmdProcess(root, props={"platform": "sim"}).start()
+    fmd_factory.append(fmd)
+    fmd.send_lines(icache(CPU, T0 + i * HOUR) for i in range(4))
+    fmd.quiesce()
+    assert read_cpu_online(sysfs, CPU) == "0"
+    assert fmd.stop() == 0
+    (sysfs / "devices" / "system" / "cpu" / f"cpu{CPU}" / "online").write_text("1\n")
+    fmd.start()
+    fmd.quiesce()
+    assert read_cpu_online(sysfs, CPU) == "0"
+    assert [e["event"] for e in fmd.fltlog_json()] == ["Diagnosed", "Isolated"]
+
+
+def test_agent_loaded_later_retires_open_diagnoses(
+    root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]
+) -> None:
+    """A diagnosis made while the retire agent was disabled is acted on (and the case
+    isolated) when fmd next starts with the agent."""
+    sysfs = make_fake_sysfs(tmp_path / "sys", cpus=16)
+    conf(root, "cpumem-retire", ["setprop backend linux", f"setprop sysfs_root {sysfs}"])
+    fmd = FmdProcess(root, props={"platform": "sim", "modules.disable": "cpumem-retire"})
+    fmd_factory.append(fmd.start())
+    fmd.send_lines(icache(CPU, T0 + i * HOUR) for i in range(4))
+    fmd.quiesce()
+    assert read_cpu_online(sysfs, CPU) == "1"
+    assert fmd.stop() == 0
+    fmd.props.pop("modules.disable")
+    fmd.start()
+    fmd.quiesce()
+    assert read_cpu_online(sysfs, CPU) == "0"
+    assert [e["event"] for e in fmd.fltlog_json()] == ["Diagnosed", "Isolated"]
+
+
+def test_cpu_that_cannot_be_offlined_is_reported(
+    root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]
+) -> None:
+    """CPU 0 has no hotplug file: fmadm faulty shows the fault still in service and
+    why the agent could not take it out; the case is not isolated."""
+    sysfs = make_fake_sysfs(tmp_path / "sys", cpus=16)
+    conf(root, "cpumem-retire", ["setprop backend linux", f"setprop sysfs_root {sysfs}"])
+    fmd = FmdProcess(root, props={"platform": "sim"}).start()
+    fmd_factory.append(fmd)
+    fmd.send_lines(icache(0, T0 + i * HOUR) for i in range(4))
+    fmd.quiesce()
+    out = fmd.cli("fmadm", "faulty").stdout
+    assert "faulted but still in service" in out
+    assert "cpumem-retire: offline failed: cpu0 is not hot-pluggable" in out
+    assert [e["event"] for e in fmd.fltlog_json()] == ["Diagnosed"]
+    stats = {s["name"]: s["value"] for s in fmd.adm("module.stats", module="cpumem-retire")}
+    assert stats["cpu_fails"] == 1
+
+
+def test_injected_errors_make_an_injected_case(root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """Errors sent with fminject are marked injected, and so is the case they cause:
+    fmadm faulty says "injected" on its row and in --json."""
+    fmd = FmdProcess(root, props={"platform": "sim"}).start()
+    fmd_factory.append(fmd)
+    lines = "".join(json.dumps(icache(CPU, T0 + i * HOUR)) + "\n" for i in range(4))
+    out = fmd.cli("fminject", "-q", "-", input=lines.encode())
+    assert out.returncode == 0, out.stderr
+    fmd.quiesce()
+    [case] = json.loads(fmd.cli("fmadm", "faulty", "--json").stdout)
+    assert case["injected"] is True
+    row = fmd.cli("fmadm", "faulty", "-s").stdout.splitlines()[3]
+    assert row.endswith("GMCA-8000-Q7   Major     injected")

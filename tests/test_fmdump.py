@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,15 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Engine, create_engine, insert, text, update
+from sqlalchemy import insert, update
 
 from fmd.cli import fmdump
 from fmd.cli.timespec import TimeSpecError, parse_time
 from fmd.paths import Paths
 from fmd.store import Store, schema
 from fmd.store.rotate import rotate_log
+from tests.pgschema import pg_schema_url
 
-PG_URL = os.environ.get("FMD_TEST_PG_URL", "")
 GOLDEN = Path(__file__).parent / "golden" / "fmdump"
 T0 = 1_700_000_000 * 10**9  # 2023-11-14 22:13:20 UTC
 UUID_A = "11111111-2222-3333-4444-555555555555"
@@ -151,25 +150,14 @@ def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def db(request: pytest.FixtureRequest, root: Path) -> Iterator[Path]:
     """A root whose store holds ERRLOG, FLTLOG and case A with events 1 and 2; the
     postgres variant (FMD_TEST_PG_URL) names its database in etc/fmd/fmd.conf."""
-    url = ""
-    admin: Engine | None = None
-    if request.param == "postgres":
-        if not PG_URL:
-            pytest.skip("FMD_TEST_PG_URL is not set")
-        schema_name = f"fmdtest_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
-        sep = "&" if "?" in PG_URL else "?"
-        url = f"{PG_URL}{sep}options=-csearch_path%3D{schema_name}"
-        Paths(root).etc_dir.mkdir(parents=True)
-        Paths(root).conf_file.write_text(f'setprop store.url "{url}"\n')
-    _populate(root, url)
-    yield root
-    if admin is not None:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-        admin.dispose()
+    with contextlib.ExitStack() as stack:
+        url = ""
+        if request.param == "postgres":
+            url = stack.enter_context(pg_schema_url())
+            Paths(root).etc_dir.mkdir(parents=True)
+            Paths(root).conf_file.write_text(f'setprop store.url "{url}"\n')
+        _populate(root, url)
+        yield root
 
 
 @pytest.fixture

@@ -385,25 +385,15 @@ def test_randomize_distribution_seeded() -> None:
     assert run(text, seed=42) == run(text, seed=42)
 
 
-def test_keywords_are_the_documented_ones() -> None:
-    """The keywords fminject's auto-detection uses are the language's statements."""
-    assert sorted(KEYWORDS) == sorted(
-        [
-            "evdef",
-            "fmridef",
-            "authdef",
-            "listdef",
-            "event",
-            "fmri",
-            "auth",
-            "list",
-            "repeat",
-            "randomize",
-            "sleep",
-            "addhrtime",
-            "endhrtime",
-        ]
-    )
+def test_every_statement_keyword_selects_the_language() -> None:
+    """fminject's auto-detection picks the language for text starting with any of its
+    statement keywords (and not for JSON or machine-check text)."""
+    from fmd.cli.fminject import _detect
+
+    for word in KEYWORDS:
+        assert _detect(f"{word} x;\n".encode(), "input") == "inj", word
+    assert _detect(b'{"class": "ereport.x"}\n', "input") == "json"
+    assert _detect(b"CPU 3 BANK 2\n", "input") == "mce"
 
 
 # -- robustness ------------------------------------------------------------------

@@ -6,12 +6,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from agents.retire import linux as linux_mod
 from agents.retire.backend import (
@@ -35,6 +34,7 @@ from agents.retire.xen import (
 )
 from fmd.errors import ConfigError, FmdError
 from fmd.store import Store, queries
+from tests.pgschema import pg_schema_url
 from tests.retire_fakes import (
     FAKES,
     fake_xen_path,
@@ -47,8 +47,6 @@ from tests.retire_fakes import (
     xen_calls,
     xen_state,
 )
-
-PG_URL = os.environ.get("FMD_TEST_PG_URL", "")
 
 
 def hc(n: int) -> CpuTarget:
@@ -68,19 +66,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fmd.db'}"
         return
-    if not PG_URL:
-        pytest.skip("FMD_TEST_PG_URL is not set")
-    name = f"fmdtest_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
+    with pg_schema_url() as url:
+        yield url
 
 
 def open_store(url: str, tmp_path: Path) -> Store:

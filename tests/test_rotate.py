@@ -4,10 +4,8 @@ live store when FMD_TEST_PG_URL is set (the archive is SQLite either way)."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +13,14 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, delete, insert, select, text, update
+from sqlalchemy import delete, insert, select, update
 
 from fmd.cli import fmdump
 from fmd.paths import Paths
 from fmd.store import Store, schema
 from fmd.store.rotate import rotate_log
+from tests.pgschema import pg_schema_url
 
-PG_URL = os.environ.get("FMD_TEST_PG_URL", "")
 T0 = 1_700_000_000 * 10**9
 OPEN, RESOLVED = "aaaaaaaa-0000-0000-0000-000000000001", "aaaaaaaa-0000-0000-0000-000000000002"
 GONE = "aaaaaaaa-0000-0000-0000-000000000003"
@@ -35,21 +33,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield s
         s.close()
         return
-    if not PG_URL:
-        pytest.skip("FMD_TEST_PG_URL is not set")
-    schema_name = f"fmdtest_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    s = Store(f"{PG_URL}{sep}options=-csearch_path%3D{schema_name}", db_file=tmp_path / "x")
-    try:
-        yield s
-    finally:
-        s.close()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-        admin.dispose()
+    with pg_schema_url() as url:
+        s = Store(url, db_file=tmp_path / "x")
+        try:
+            yield s
+        finally:
+            s.close()
 
 
 def _err(i: int) -> dict[str, Any]:

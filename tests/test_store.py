@@ -3,20 +3,17 @@ on SQLite and (when FMD_TEST_PG_URL is set) on PostgreSQL."""
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import insert, select
 
 from fmd.errors import StoreError
 from fmd.store import Store, WriteTxn, queries, schema
-
-PG_URL = os.environ.get("FMD_TEST_PG_URL", "")
+from tests.pgschema import pg_schema_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -26,21 +23,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield s
         s.close()
         return
-    if not PG_URL:
-        pytest.skip("FMD_TEST_PG_URL is not set")
-    schema_name = f"fmdtest_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    s = Store(f"{PG_URL}{sep}options=-csearch_path%3D{schema_name}", db_file=tmp_path / "x")
-    try:
-        yield s
-    finally:
-        s.close()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-        admin.dispose()
+    with pg_schema_url() as url:
+        s = Store(url, db_file=tmp_path / "x")
+        try:
+            yield s
+        finally:
+            s.close()
 
 
 def _row(i: int, *, cls: str = "ereport.test.a", ena: int = 1, state: int = 1) -> tuple[Any, ...]:

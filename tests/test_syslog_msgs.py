@@ -19,16 +19,11 @@ import orjson
 import pytest
 
 from agents.syslog_msgs import BUF_NAME, SyslogMsgs, console_text, msg_id
-from fmd.api import Handle, ModuleContext
+from fmd.api import Handle
 from fmd.clock import SimulatedClock
-from fmd.config import Properties
 from fmd.dictionary import encode_code
-from fmd.dispq import SubscriptionTree
-from fmd.eventq import EventQueue
-from fmd.module import ModuleRunner
 from fmd.protocol import ListEvent
-from fmd.timerq import TimerQueue
-from tests.diagnosis_util import DICTS, FakeWriter
+from tests.diagnosis_util import DICTS, FakeWriter, make_handle
 
 GOLDEN = Path(__file__).parent / "golden" / "syslog"
 NOW_NS = 1_700_000_000 * 10**9  # Tue Nov 14 22:13:20 UTC 2023
@@ -118,33 +113,11 @@ def make_agent(
     overrides: Any = (),
     doc: dict[str, Any] | None = None,
 ) -> Agent:
-    clock = SimulatedClock(NOW_NS)
-    writer = FakeWriter()
-    owners: dict[str, Any] = {}
-    ctx = ModuleContext(
-        clock=clock,
-        writer=writer,  # type: ignore[arg-type]
-        dicts=DICTS,
-        timers=TimerQueue(clock),
-        tree=SubscriptionTree(),
-        authority=(("server-id", "h"),),
-        case_owner=owners.get,
-        register_case=lambda u, r: owners.__setitem__(u, r),
-    )
     plugin = SyslogMsgs()
-    sources = [(k, str(v).lower() if isinstance(v, bool) else str(v), "test") for k, v in overrides]
-    props = Properties.build(plugin.properties, sources)
-    hdl = Handle(ctx, plugin.name, plugin.version, props, [])
-    hdl.runner = ModuleRunner(
-        plugin,
-        hdl,
-        EventQueue(10),
-        origin="test",
-        load_overflow=lambda refs: [],
-        on_failure=lambda r, e: None,
-    )
-    hdl.restore(doc, [])
-    plugin.init(hdl)
+    sources = [(k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in overrides]
+    hdl, writer = make_handle(plugin, "", sources, now_ns=NOW_NS, doc=doc)
+    clock = hdl._ctx.clock
+    assert isinstance(clock, SimulatedClock)
     agent = Agent(hdl, plugin, writer, clock, log, console)
     _LIVE.append(agent)
     return agent

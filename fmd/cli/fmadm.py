@@ -72,37 +72,15 @@ def config(ctx: click.Context, root: str | None, as_json: bool) -> None:
         click.echo(f"fmadm: warning: {err}", err=True)
 
 
+_CASE_KEYS = ("uuid", "code", "severity", "time", "injected", "state", "module", "suspects")
+
+
 def faulty_json(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ``fmadm faulty --json`` form of the daemon's cases."""
-    out = []
-    for c in cases:
-        out.append(
-            {
-                "uuid": c["uuid"],
-                "code": c["code"],
-                "severity": c["severity"],
-                "time": utc_iso(int(c["time_ns"])),
-                "injected": c["injected"],
-                "state": c["state"],
-                "module": c["module"],
-                "suspects": [
-                    {
-                        "class": s["class"],
-                        "certainty": s["certainty"],
-                        "asru": s["asru"],
-                        "fru": s["fru"],
-                        "resource": s["resource"],
-                        "location": s["location"],
-                        "status": s["status"],
-                        "fru-status": s["fru-status"],
-                        "fault-status": s["fault-status"],
-                        "responses": s["responses"],
-                    }
-                    for s in c["suspects"]
-                ],
-            }
-        )
-    return out
+    """The ``fmadm faulty --json`` form of the daemon's cases: the case members
+    operators script against, ``time`` in ISO 8601 UTC, and every suspect member."""
+    return [
+        {k: utc_iso(int(c["time_ns"])) if k == "time" else c[k] for k in _CASE_KEYS} for c in cases
+    ]
 
 
 def _page(lines: list[str]) -> None:
