@@ -50,6 +50,14 @@ def sim_state(root: Path) -> str:
 Backend = tuple[list[str], Callable[[], str]]
 
 
+def strand_unusable(fmd: FmdProcess) -> bool:
+    """What fmtopo --json says of cpu 13's strand (from the resource cache)."""
+    out = fmd.cli("fmtopo", "--json", "-o", "platform=sim")
+    assert out.returncode == 0, out.stderr
+    [node] = [n for n in json.loads(out.stdout) if n["fmri"].endswith("/chip=3/core=0/strand=1")]
+    return bool(node["unusable"])
+
+
 def sim_backend(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
     return ["setprop backend sim"], lambda: sim_state(root)
 
@@ -118,6 +126,7 @@ def test_fault_isolate_replace_resolve(
         f"cpu:///cpuid={CPU}",
     )
     assert cpu_state() == "offline"
+    assert strand_unusable(fmd) is True
 
     # Replace the part.
     done = fmd.cli("fmadm", "replaced", "CPU 3")
@@ -125,6 +134,7 @@ def test_fault_isolate_replace_resolve(
     assert done.stderr.strip() == "fmadm: recorded replacement of CPU 3"
     fmd.quiesce()
     assert cpu_state() == "online"
+    assert strand_unusable(fmd) is False
     empty = fmd.cli("fmadm", "faulty")
     assert (empty.returncode, empty.stdout) == (0, "")
     events = [(e["uuid"], e["event"]) for e in fmd.fltlog_json() if e["uuid"] == uuid]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import orjson
 
+from fmd.protocol.fmri import sanitize_authority
 from tests.fmdproc import cli
+from tests.goldens import golden
 
 
 def test_sim_tree_with_asru_fru_and_labels(root: Path) -> None:
@@ -47,3 +50,30 @@ def test_status_lines(root: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "\tPresent: true" in out.stdout
     assert "\tUnusable: false" in out.stdout
+
+
+def _normalized(text: str) -> str:
+    """The output with what varies between runs and hosts replaced: the snapshot's
+    time and uuid (second line) and the host name in the authority."""
+    lines = text.splitlines()
+    lines[1] = "<time> <uuid>"
+    host = sanitize_authority(socket.gethostname())
+    return "\n".join(lines).replace(f"server-id={host}", "server-id=HOST")
+
+
+def test_golden_sim_tree_p(root: Path) -> None:
+    """fmtopo -p on the sim platform, line for line (golden file)."""
+    out = cli("fmtopo", "-p", "-o", "platform=sim", root=root)
+    assert out.returncode == 0, out.stderr
+    text = _normalized(out.stdout)
+    assert text == golden("fmtopo", "sim-p.txt", text)
+
+
+def test_golden_sim_tree_json(root: Path) -> None:
+    """fmtopo --json on the sim platform (golden file)."""
+    out = cli("fmtopo", "--json", "-o", "platform=sim", root=root)
+    assert out.returncode == 0, out.stderr
+    host = sanitize_authority(socket.gethostname())
+    nodes = orjson.loads(out.stdout.replace(f"server-id={host}", "server-id=HOST"))
+    text = orjson.dumps(nodes, option=orjson.OPT_INDENT_2).decode()
+    assert text == golden("fmtopo", "sim.json", text)
