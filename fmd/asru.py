@@ -84,16 +84,19 @@ def fru_status(bits: int) -> str:
 
 
 def repair_reason(bits: int) -> str | None:
-    """What fmdump -v appends to a suspect that is no longer faulty, else None."""
+    """What ``fmdump -v`` appends to a suspect that is no longer faulty (Removed,
+    Replaced, Repair Attempted, Acquitted), else None."""
     if bits & FAULT_FAULTY:
         return None
+    if bits & FAULT_NOT_PRESENT:
+        return "Removed"
     if bits & FAULT_REPLACED:
         return "Replaced"
     if bits & FAULT_REPAIRED:
         return "Repair Attempted"
     if bits & FAULT_ACQUITTED:
         return "Acquitted"
-    return "Removed"
+    return None
 
 
 def rsrc_status(bits: int) -> str:

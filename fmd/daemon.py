@@ -338,19 +338,22 @@ class Daemon:
 
     # -- faults that must stay retired ---------------------------------------
     def _replay_faults(self) -> None:
-        """Re-send the diagnoses whose resources must stay retired to the response
-        agents that ask for it (a reboot brings CPUs back online)."""
+        """Re-send to the response agents that ask for it (``Plugin.replay_faults``)
+        the diagnoses whose resources must stay retired (a reboot brings CPUs back
+        online), and the repairs whose resources are not yet back in service (the
+        agent could not undo its action last time)."""
         takers = [r for r in self.runners.values() if r.plugin.replay_faults and r.active]
         if not takers:
             return
         with self.store.reader() as conn:
-            cases = [c for c in solved_cases(conn) if c["state"] < 4]
-            rows = {
-                r.uuid: r for r in fltlog_latest(conn, [c["uuid"] for c in cases], "list.suspect")
-            }
+            cases = solved_cases(conn)
+            latest: dict[str, Any] = {}
+            for cls, states in (("list.suspect", (1, 2, 3)), ("list.repaired", (4,))):
+                uuids = [c["uuid"] for c in cases if c["state"] in states]
+                latest.update((r.uuid, r) for r in fltlog_latest(conn, uuids, cls))
         sent = 0
         for case in cases:
-            row = rows.get(case["uuid"])
+            row = latest.get(case["uuid"])
             if row is None:
                 continue
             try:

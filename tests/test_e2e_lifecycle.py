@@ -17,7 +17,13 @@ import pytest
 
 from fmd.store import Store, queries
 from tests.fmdproc import FmdProcess
-from tests.retire_fakes import fake_xen_path, make_fake_sysfs, read_cpu_online, xen_calls
+from tests.retire_fakes import (
+    fake_xen_path,
+    make_fake_procfs,
+    make_fake_sysfs,
+    read_cpu_online,
+    xen_calls,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -216,3 +222,52 @@ def test_injected_errors_make_an_injected_case(root: Path, fmd_factory: list[Fmd
     assert case["injected"] is True
     row = fmd.cli("fmadm", "faulty", "-s").stdout.splitlines()[3]
     assert row.endswith("GMCA-8000-Q7   Major     injected")
+
+
+MEM_CE = "0x8c00004000010090"  # VAL|MISCV|ADDRV, memory-controller read, corrected
+PAGE = 0x2040  # chip 0, channel 0, dimm 1: "CPU 0 DIMM 1"
+
+
+def test_page_unretire_is_retried_at_the_next_start(
+    root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]
+) -> None:
+    """A retired page whose repair cannot be undone (no unpoison support) leaves the
+    case repaired but not resolved; after a reboot clears the poison, the next fmd
+    start finishes the repair and resolves the case."""
+    sysfs = make_fake_sysfs(tmp_path / "sys", cpus=16)
+    procfs = make_fake_procfs(tmp_path / "proc", poisoned_pfns=[PAGE >> 12])
+    conf(
+        root,
+        "cpumem-retire",
+        [
+            "setprop backend linux",
+            f"setprop sysfs_root {sysfs}",
+            f"setprop procfs_root {procfs}",
+            f"setprop debugfs_root {tmp_path / 'nodebugfs'}",
+        ],
+    )
+    fmd = FmdProcess(root, props={"platform": "sim"}).start()
+    fmd_factory.append(fmd)
+    records = [
+        {"mca": {"cpu": 1, "bank": 8, "status": MEM_CE, "addr": hex(PAGE), "misc": "0x86",
+                 "time": T0 + i * 60}}
+        for i in range(3)
+    ]  # fmt: skip
+    assert all(r["ok"] for r in fmd.send_lines(records))
+    fmd.quiesce()
+    uuid = next(e["uuid"] for e in fmd.fltlog_json() if e["class"] == "list.suspect")
+    assert fmd.cli("fmadm", "repaired", "CPU 0 DIMM 1").returncode == 0
+    fmd.quiesce()
+    assert [e["event"] for e in fmd.fltlog_json() if e["uuid"] == uuid] == [
+        "Diagnosed",
+        "Isolated",
+        "Repaired",
+    ]
+    [case] = json.loads(fmd.cli("fmadm", "faulty", "-a", "--json").stdout)
+    [response] = [r for r in case["suspects"][0]["responses"] if r["action"] == "unretire"]
+    assert response["ok"] is False and "not supported by this kernel" in response["detail"]
+    assert fmd.stop() == 0
+    make_fake_procfs(tmp_path / "proc")  # the reboot: nothing is poisoned any more
+    fmd.start()
+    fmd.quiesce()
+    assert [e["event"] for e in fmd.fltlog_json() if e["uuid"] == uuid][-1] == "Resolved"

@@ -252,8 +252,15 @@ def test_repair_reason_words() -> None:
     """fmdump -v's reason for a suspect that is no longer faulty."""
     assert [
         asru.repair_reason(b)
-        for b in (FAULT_FAULTY, FAULT_REPLACED, FAULT_REPAIRED, FAULT_ACQUITTED, 0)
-    ] == [None, "Replaced", "Repair Attempted", "Acquitted", "Removed"]
+        for b in (
+            FAULT_FAULTY,
+            FAULT_NOT_PRESENT,
+            FAULT_REPLACED,
+            FAULT_REPAIRED,
+            FAULT_ACQUITTED,
+            0,
+        )
+    ] == [None, "Removed", "Replaced", "Repair Attempted", "Acquitted", None]
 
 
 def test_select_by_label_fmri_and_uuid() -> None:

@@ -39,6 +39,7 @@ import orjson
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from fmd.asru import repair_reason
 from fmd.cli.common import (
     handle_errors,
     json_option,
@@ -52,13 +53,6 @@ from fmd.cli.timespec import TimeSpecError, parse_time
 from fmd.dictionary import default_dict_dirs
 from fmd.errors import FmdError, StoreError
 from fmd.protocol import utc_iso
-from fmd.protocol.events import (
-    FAULT_ACQUITTED,
-    FAULT_FAULTY,
-    FAULT_NOT_PRESENT,
-    FAULT_REPAIRED,
-    FAULT_REPLACED,
-)
 from fmd.store import Store, queries, schema
 from fmd.store.engine import create_store_engine
 from fmd.store.rotate import LABELS, archive_metadata
@@ -469,21 +463,6 @@ def _fmri_text(value: Any) -> str:
         return orjson.dumps(value).decode()
 
 
-def suspect_status(status: int) -> str:
-    """The word ``fmdump -v`` adds after a suspect that is no longer faulty."""
-    if status & FAULT_FAULTY:
-        return ""
-    if status & FAULT_NOT_PRESENT:
-        return "Removed"
-    if status & FAULT_REPLACED:
-        return "Replaced"
-    if status & FAULT_REPAIRED:
-        return "Repair Attempted"
-    if status & FAULT_ACQUITTED:
-        return "Acquitted"
-    return ""
-
-
 def print_suspects(payload: dict[str, Any]) -> None:
     """The ``-v`` block of a list event: one paragraph per suspect."""
     faults = payload.get("fault-list")
@@ -494,7 +473,7 @@ def print_suspects(payload: dict[str, Any]) -> None:
         if not isinstance(s, dict):
             continue
         status = statuses[i] if isinstance(statuses, list) and i < len(statuses) else 0
-        word = suspect_status(status if isinstance(status, int) else 0)
+        word = repair_reason(status if isinstance(status, int) else 0) or ""
         line = f"  {s.get('certainty', 0):>3}%  {s.get('class', '-')}"
         click.echo(f"{line}\t{word}" if word else line)
         click.echo("")
