@@ -36,10 +36,7 @@ from typing import Any
 
 import click
 import orjson
-from sqlalchemy import Engine, inspect, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from fmd.asru import repair_reason
 from fmd.cli.common import (
     handle_errors,
     json_option,
@@ -49,13 +46,13 @@ from fmd.cli.common import (
     run_click,
 )
 from fmd.cli.fmt import fmdump_date, fmdump_date_ns
+from fmd.cli.logsource import Source, archives, open_archive
+from fmd.cli.recordfmt import errlog_json, print_nvlist, print_suspects
 from fmd.cli.timespec import TimeSpecError, parse_time
 from fmd.dictionary import default_dict_dirs
-from fmd.errors import FmdError, StoreError
+from fmd.errors import StoreError
 from fmd.protocol import utc_iso
 from fmd.store import Store, queries, schema
-from fmd.store.engine import create_store_engine
-from fmd.store.rotate import LABELS, archive_metadata
 
 EXIT_BAD_RECORDS = 3
 _POLL_S = 1.0
@@ -67,7 +64,6 @@ _EVENTS = {
     "list.updated": "Updated",
     "list.resolved": "Resolved",
 }
-_LOG_OF_LABEL = {label: log for log, label in LABELS.items()}
 _NUMBER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 
 
@@ -155,54 +151,6 @@ class Options:
     members: tuple[MemberMatch, ...] = ()
     since_ns: int | None = None
     until_ns: int | None = None
-
-
-# -- sources ------------------------------------------------------------------
-
-
-@dataclass
-class Source:
-    """The live store or one archive file."""
-
-    name: str
-    engine: Engine
-    sqlite: bool
-    live: bool
-    logs: tuple[str, ...]
-
-
-def open_archive(path: Path) -> Source:
-    """An archive written by :func:`fmd.store.rotate.rotate_log`; StoreError if it is not one."""
-    if not path.is_file():
-        raise StoreError(f"{path}: no such log file")
-    engine = create_store_engine(f"sqlite:///{path}", readonly=True)
-    try:
-        if "log_header" not in inspect(engine).get_table_names():
-            raise StoreError(f"{path} is not an fmd log archive (no log_header table)")
-        _, _, header = archive_metadata("errlog")
-        with engine.connect() as conn:
-            label = conn.execute(select(header.c.label)).scalar()
-    except SQLAlchemyError as exc:
-        engine.dispose()
-        raise StoreError(f"{path} is not an fmd log archive: {exc}") from exc
-    except BaseException:
-        engine.dispose()
-        raise
-    log = _LOG_OF_LABEL.get(str(label))
-    if log is None:
-        engine.dispose()
-        raise StoreError(f"{path}: unknown log label {label!r}")
-    return Source(str(path), engine, True, False, (log,))
-
-
-def archives(log_dir: Path, log_name: str) -> list[Path]:
-    """The rotated archives of a log, highest number (oldest) first."""
-    found = []
-    for p in log_dir.glob(f"{log_name}.*"):
-        suffix = p.name[len(log_name) + 1 :]
-        if suffix.isdigit():
-            found.append((int(suffix), p))
-    return [p for _, p in sorted(found, reverse=True)]
 
 
 # -- records ------------------------------------------------------------------
@@ -402,85 +350,6 @@ class Dumper:
             )
             return
         click.echo(text)
-        click.echo("")
-
-
-def errlog_json(row: Any, payload: dict[str, Any]) -> dict[str, Any]:
-    """An error-log record as one JSON object (time, class, ena, detector, members)."""
-    m = row._mapping
-    out: dict[str, Any] = {
-        "time": utc_iso(m["time_ns"]),
-        "class": m["class"],
-        "ena": f"0x{schema.ena_from_db(m['ena']):016x}",
-    }
-    if m["detector"]:
-        out["detector"] = m["detector"]
-    out.update(payload)
-    if m["injected"]:
-        out["__injected"] = True
-    return out
-
-
-def print_nvlist(d: dict[str, Any], indent: str = "        ") -> None:
-    """``name = value`` lines in the layout of illumos nvlist_print."""
-    for k, v in d.items():
-        if isinstance(v, dict):
-            click.echo(f"{indent}{k} = (embedded nvlist)")
-            click.echo(f"{indent}nvlist version: 0")
-            print_nvlist(v, indent + "    ")
-            click.echo(f"{indent}(end {k})")
-        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            click.echo(f"{indent}{k} = (array of embedded nvlists)")
-            for i, x in enumerate(v):
-                click.echo(f"{indent}(start {k}[{i}])")
-                click.echo(f"{indent}nvlist version: 0")
-                print_nvlist(x, indent + "    ")
-                click.echo(f"{indent}(end {k}[{i}])")
-        elif isinstance(v, list):
-            click.echo(f"{indent}{k} = {' '.join(_scalar(x) for x in v)}")
-        else:
-            click.echo(f"{indent}{k} = {_scalar(v)}")
-
-
-def _scalar(v: Any) -> str:
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, dict | list):
-        return orjson.dumps(v).decode()
-    return str(v)
-
-
-def _fmri_text(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    from fmd.protocol.fmri import fmri_from_obj
-
-    try:
-        return fmri_from_obj(value).to_string()
-    except (FmdError, TypeError, ValueError):
-        return orjson.dumps(value).decode()
-
-
-def print_suspects(payload: dict[str, Any]) -> None:
-    """The ``-v`` block of a list event: one paragraph per suspect."""
-    faults = payload.get("fault-list")
-    statuses = payload.get("fault-status")
-    if not isinstance(faults, list):
-        return
-    for i, s in enumerate(faults):
-        if not isinstance(s, dict):
-            continue
-        status = statuses[i] if isinstance(statuses, list) and i < len(statuses) else 0
-        word = repair_reason(status if isinstance(status, int) else 0) or ""
-        line = f"  {s.get('certainty', 0):>3}%  {s.get('class', '-')}"
-        click.echo(f"{line}\t{word}" if word else line)
-        click.echo("")
-        click.echo(f"{'Problem in':>18}: {_fmri_text(s.get('resource'))}")
-        click.echo(f"{'Affects':>18}: {_fmri_text(s.get('asru'))}")
-        click.echo(f"{'FRU':>18}: {_fmri_text(s.get('fru'))}")
-        click.echo(f"{'Location':>18}: {s.get('location') or '-'}")
         click.echo("")
 
 
