@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agents.retire.agent import CpumemRetire, action_for
 from agents.retire.backend import (
@@ -376,3 +378,57 @@ def test_suspect_no_longer_faulty_is_skipped(agent: Agent) -> None:
     """A replayed diagnosis whose suspect was since repaired is not retired again."""
     agent.send(list_event("list.suspect", [cpu_fault()], status=FAULT_REPLACED))
     assert agent.backend.calls == []
+
+
+# -- the retire state machine under any sequence of backend answers -----------------
+
+_ANSWERS = st.sampled_from(["ok", "busy", "broken"])
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cpu_answers=st.lists(_ANSWERS, max_size=12),
+    page_pending=st.booleans(),
+    page_states=st.lists(st.sampled_from(["pending", "retired", "unknown"]), max_size=8),
+    with_dimm=st.booleans(),
+)
+def test_any_backend_behaviour_ends_in_close_exactly_when_all_succeeded(
+    tmp_path: Path,
+    cpu_answers: list[str],
+    page_pending: bool,
+    page_states: list[str],
+    with_dimm: bool,
+) -> None:
+    """Whatever the backend answers, the agent never raises, stops retrying, tries a
+    CPU at most cpu_tries times, and closes the case exactly when the CPU offline
+    and the page retire both ended well (a page given up after the re-checks counts
+    as retired, as in the reference)."""
+    plugin = CpumemRetire()
+    hdl, _ = make_handle(
+        plugin, "GMCA", [("backend", "linux"), ("sysfs_root", str(tmp_path / "none"))]
+    )
+    backend = ScriptedBackend()
+    plugin.backend = backend
+    errors = []
+    for answer in cpu_answers:
+        if answer == "ok":
+            break
+        errors.append(BackendError(answer, retryable=answer == "busy"))
+    backend.errors["cpu_offline"] = list(errors)
+    backend.page_outcomes = [PageOutcome.PENDING if page_pending else PageOutcome.DONE]
+    backend.page_states = [PageState(s) for s in page_states]
+    agent = Agent(hdl, plugin, backend)
+    hdl.case_uuclose = agent.closed.append  # type: ignore[method-assign]
+    suspects = [cpu_fault(), page_fault()] + ([dimm_fault()] if with_dimm else [])
+    agent.send(list_event("list.suspect", suspects))
+    agent.fire_timers()
+
+    offline_tries = [c for c in backend.calls if c[0] == "cpu_offline"]
+    assert 1 <= len(offline_tries) <= 10
+    # The CPU succeeds if an attempt is left after the busy answers and no broken one.
+    first_broken = next((i for i, e in enumerate(errors) if not e.retryable), None)
+    cpu_ok = first_broken is None and len(errors) < 10
+    assert agent.closed == (["u-1"] if cpu_ok else [])
+    assert plugin.pending == {}
