@@ -352,6 +352,7 @@ class Daemon:
                 uuids = [c["uuid"] for c in cases if c["state"] in states]
                 latest.update((r.uuid, r) for r in fltlog_latest(conn, uuids, cls))
         sent = 0
+        committed = self.dispatcher.committed_upto["fltlog"]
         for case in cases:
             row = latest.get(case["uuid"])
             if row is None:
@@ -366,7 +367,10 @@ class Daemon:
                 ev = ev.model_copy(update={"fault_status": status})
             targets = set(self.dispatcher.tree.match_event(ev.cls, [x.cls for x in ev.fault_list]))
             for r in takers:
-                if r in targets:
+                # An uncommitted event the module has not consumed reaches it
+                # through the ordinary replay already.
+                replayed = row.id > max(committed, r.last_seen["fltlog"])
+                if r in targets and not replayed:
                     r.queue.put_event(EventItem("fltlog", row.id, ev))
                     sent += 1
         if sent:
