@@ -31,8 +31,10 @@ from fmd.config import Properties, PropValue
 from fmd.errors import ModuleApiError
 from fmd.eventq import EventItem
 from fmd.protocol import (
+    FAULT_ACQUITTED,
     FAULT_FAULTY,
     FAULT_REPAIRED,
+    FAULT_REPLACED,
     FAULT_UNUSABLE,
     Ereport,
     FmdFmri,
@@ -582,7 +584,7 @@ class Handle:
                             "uuid": case.uuid,
                             "code": case.code,
                             "flags": int(s["status"]),
-                            "reason": None,
+                            "reason": _reason(int(s["status"])),
                             "updated_ns": now,
                         }
                     )
@@ -686,6 +688,18 @@ class Handle:
         self._out = _Outbox()
         self._ctx.writer.submit(op)
         return op
+
+
+def _reason(status: int) -> str | None:
+    """The administrative reason recorded in the resource cache for a suspect."""
+    for bit, word in (
+        (FAULT_REPLACED, "replaced"),
+        (FAULT_REPAIRED, "repaired"),
+        (FAULT_ACQUITTED, "acquitted"),
+    ):
+        if status & bit:
+            return word
+    return None
 
 
 def fmri_text(value: Any) -> str | None:

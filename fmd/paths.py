@@ -154,14 +154,22 @@ class Paths:
 
 
 def install_default_conf(paths: Paths) -> bool:
-    """Give a new root the shipped, fully commented ``fmd.conf``; True if one was copied.
+    """Give a new root the shipped, fully commented ``fmd.conf`` (True if it was
+    copied) and the agents' commented ``plugins/<module>.conf`` files it lacks.
 
-    Every line of the shipped file is a comment, so this changes no setting: it
+    Every line of the shipped files is a comment, so this changes no setting: it
     only puts the documented list of properties where an operator edits them.
     """
+    shipped_dir = default_etc_dirs() / "fmd"
+    # The agents' example files too (all comments as well), each only if absent.
+    for example in sorted((shipped_dir / "plugins").glob("*.conf")):
+        target = paths.plugin_conf_dir / example.name
+        if not target.exists():
+            paths.plugin_conf_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            target.write_bytes(example.read_bytes())
     if paths.conf_file.exists():
         return False
-    shipped = default_etc_dirs() / "fmd" / "fmd.conf"
+    shipped = shipped_dir / "fmd.conf"
     if not shipped.is_file():
         return False
     paths.etc_dir.mkdir(mode=0o755, parents=True, exist_ok=True)

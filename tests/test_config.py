@@ -457,6 +457,27 @@ def test_example_fmd_conf_lists_every_property_commented_out(tmp_path: Path) -> 
     ]
 
 
+@pytest.mark.parametrize("module", ["cpumem-retire", "syslog-msgs"])
+def test_example_plugin_confs_list_every_property_commented_out(
+    tmp_path: Path, module: str
+) -> None:
+    """etc/fmd/plugins/<agent>.conf sets nothing and shows each of the agent's
+    properties once, in table order, with its default."""
+    from agents.retire.agent import CpumemRetire
+    from agents.syslog_msgs import SyslogMsgs
+
+    table = {"cpumem-retire": CpumemRetire, "syslog-msgs": SyslogMsgs}[module].properties
+    path = REPO / "etc" / "fmd" / "plugins" / f"{module}.conf"
+    assert parse_conf(path).setprops == []
+    shown = [line[1:] for line in path.read_text().splitlines() if line.startswith("#setprop ")]
+    uncommented = tmp_path / "m.conf"
+    uncommented.write_text("\n".join(shown) + "\n")
+    conf = parse_conf(uncommented)
+    assert [(s.name, s.default) for s in table] == [
+        (name, value) for name, value, _ in conf.setprops
+    ]
+
+
 # -- conf files -------------------------------------------------------------------
 
 

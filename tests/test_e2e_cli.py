@@ -315,4 +315,7 @@ def test_wheel_has_scripts_and_data(tmp_path: Path) -> None:
         "share/fmd/dict/FMD.dict",
         "share/fmd/dict/FMD.po",
         "share/fmd/etc/fmd/fmd.conf",
+        "share/fmd/etc/fmd/plugins/cpumem-retire.conf",
+        "share/fmd/etc/fmd/plugins/syslog-msgs.conf",
     } <= data
+    assert "agents/retire/agent.py" in names

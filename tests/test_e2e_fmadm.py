@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from fmd.store import Store, schema
 from tests.fmdproc import PLUGINS, FmdProcess, cli
 
 pytestmark = pytest.mark.e2e
@@ -61,6 +63,15 @@ def test_repair_one_suspect_then_the_other(root: Path, fmd_factory: list[FmdProc
     assert events(fmd, uuid) == ["Diagnosed", "Updated", "Repaired", "Resolved"]
     last = fmd.fltlog_json()[-1]
     assert last["fault-status"] == [0x10, 0x40]
+    # The resource cache records why each resource is no longer faulty.
+    store = Store("", db_file=fmd.paths.db_file, readonly=True)
+    try:
+        with store.reader() as conn:
+            rows = conn.execute(select(schema.resources.c.fmri, schema.resources.c.reason))
+            reasons = dict(rows.all())
+    finally:
+        store.close()
+    assert reasons == {"cpu:///cpuid=1": "repaired", "cpu:///cpuid=5": "acquitted"}
 
 
 def test_acquit_whole_case_by_uuid(root: Path, fmd_factory: list[FmdProcess]) -> None:

@@ -184,3 +184,16 @@ def test_new_root_gets_the_commented_fmd_conf(tmp_path: Path) -> None:
     paths.conf_file.write_text("setprop clock simulated\n")
     assert install_default_conf(paths) is False
     assert paths.conf_file.read_text() == "setprop clock simulated\n"
+
+
+def test_new_root_gets_the_agents_commented_confs(tmp_path: Path) -> None:
+    """The agents' example .conf files are copied into a new root; one an operator
+    already wrote is kept."""
+    from fmd.paths import install_default_conf
+
+    paths = Paths(tmp_path)
+    paths.plugin_conf_dir.mkdir(parents=True)
+    paths.plugin_conf("syslog-msgs").write_text("setprop console true\n")
+    install_default_conf(paths)
+    assert "#setprop backend sim" in paths.plugin_conf("cpumem-retire").read_text()
+    assert paths.plugin_conf("syslog-msgs").read_text() == "setprop console true\n"
