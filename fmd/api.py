@@ -25,16 +25,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
+from fmd.asru import cache_reason
 from fmd.case import Case, CaseFlag, CaseState
 from fmd.ckpt import CheckpointOp
 from fmd.config import Properties, PropValue
 from fmd.errors import ModuleApiError
 from fmd.eventq import EventItem
 from fmd.protocol import (
-    FAULT_ACQUITTED,
     FAULT_FAULTY,
     FAULT_REPAIRED,
-    FAULT_REPLACED,
     FAULT_UNUSABLE,
     Ereport,
     FmdFmri,
@@ -333,9 +332,7 @@ class Handle:
         eid = self._event_id(ev)
         self._own(case, meta=case.principal is None)
         case.add_ereport(eid)
-        if ev.injected and not case.flags & CaseFlag.INJECTED:
-            case.flags |= CaseFlag.INJECTED
-            self._meta_changed.add(case.uuid)
+        self._mark_injected(case, ev)
         solved = case.is_solved
         self._advance(eid, schema.STATE_DIAGNOSED if solved else schema.STATE_ACCEPTED)
 
@@ -356,13 +353,13 @@ class Handle:
         """Move the events of SERD engine ``name`` into the case."""
         engine = self.serd.get(name)
         self._own(case).add_serd(name, engine.event_ids())
-        self._mark_injected(case)
-
-    def _mark_injected(self, case: Case) -> None:
-        """A case built while handling an injected event is an injected case (its
-        SERD engines hold references, not the events, so the trigger decides)."""
+        # SERD engines hold references, not the events: the event that made the
+        # engine fire decides whether the case is injected.
         current = self._current
-        ev = current.event if current is not None else None
+        self._mark_injected(case, current.event if current is not None else None)
+
+    def _mark_injected(self, case: Case, ev: Any) -> None:
+        """A case that takes in an injected ereport is an injected case."""
         if isinstance(ev, Ereport) and ev.injected and not case.flags & CaseFlag.INJECTED:
             case.flags |= CaseFlag.INJECTED
             self._meta_changed.add(case.uuid)
@@ -475,7 +472,6 @@ class Handle:
             return False
         if any(s["status"] & FAULT_FAULTY for s in case.suspects):
             code = self._ctx.dicts.code_for("FMD", ["list.updated"])
-            self._meta_changed.add(case.uuid)
             case.mark_dirty()
             self._list_event(case, "list.updated", code)
             self._record_resources(case)
@@ -584,7 +580,7 @@ class Handle:
                             "uuid": case.uuid,
                             "code": case.code,
                             "flags": int(s["status"]),
-                            "reason": _reason(int(s["status"])),
+                            "reason": cache_reason(int(s["status"])),
                             "updated_ns": now,
                         }
                     )
@@ -688,18 +684,6 @@ class Handle:
         self._out = _Outbox()
         self._ctx.writer.submit(op)
         return op
-
-
-def _reason(status: int) -> str | None:
-    """The administrative reason recorded in the resource cache for a suspect."""
-    for bit, word in (
-        (FAULT_REPLACED, "replaced"),
-        (FAULT_REPAIRED, "repaired"),
-        (FAULT_ACQUITTED, "acquitted"),
-    ):
-        if status & bit:
-            return word
-    return None
 
 
 def fmri_text(value: Any) -> str | None:

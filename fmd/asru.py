@@ -99,6 +99,18 @@ def repair_reason(bits: int) -> str | None:
     return None
 
 
+def cache_reason(bits: int) -> str | None:
+    """The administrative reason the resource cache records for a suspect:
+    replaced, repaired or acquitted, else None."""
+    if bits & FAULT_REPLACED:
+        return "replaced"
+    if bits & FAULT_REPAIRED:
+        return "repaired"
+    if bits & FAULT_ACQUITTED:
+        return "acquitted"
+    return None
+
+
 def rsrc_status(bits: int) -> str:
     """The one-word state of ``fmadm faulty -r``: ok, degraded, unknown or faulted."""
     if bits & FAULT_FAULTY and bits & FAULT_UNUSABLE:

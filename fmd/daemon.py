@@ -170,7 +170,7 @@ class Daemon:
             tree=self.dispatcher.tree,
             authority=tuple(self.platform.authority),
             platform=self.platform,
-            case_owner=self._case_owner,
+            case_owner=self.case_owner,
             register_case=self._register_case,
             save_checkpoints=p.get_bool("ckpt.save"),
             checkpoint_failed=self._checkpoint_failed,
@@ -314,8 +314,9 @@ class Daemon:
             self.dispatcher.remove(runner)
             runner.stop()
             self.writer.submit(ModuleGoneOp(name))
-            for uuid in [u for u, r in list(self._cases.items()) if r is runner]:
-                self._register_case(uuid, None)
+            with self._cases_lock:
+                for uuid in [u for u, r in self._cases.items() if r is runner]:
+                    del self._cases[uuid]
             del self.runners[name]
             self.writer.call(lambda tx: None)
         log.info("module_unloaded", module=name)
@@ -479,13 +480,10 @@ class Daemon:
             else:
                 self._cases[uuid] = runner
 
-    def _case_owner(self, uuid: str) -> ModuleRunner | None:
-        with self._cases_lock:
-            return self._cases.get(uuid)
-
     def case_owner(self, uuid: str) -> ModuleRunner | None:
         """The module that owns case ``uuid``, if it is loaded."""
-        return self._case_owner(uuid)
+        with self._cases_lock:
+            return self._cases.get(uuid)
 
     # -- module failure and overflow ---------------------------------------
     def _module_failed(self, runner: ModuleRunner, exc: BaseException) -> None:

@@ -22,7 +22,6 @@ daemon's syslog agent and the offline ``fmdump -m`` print the same text.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -55,15 +54,12 @@ def event_time_text(diag_time: Any, *, gmt: bool = False) -> str:
         seconds = diag_time / 1e9
     else:
         return "-"
-    if gmt:
-        dt = datetime.fromtimestamp(seconds, UTC)
-        return dt.strftime("%a %b %d %H:%M:%S UTC %Y")
-    dt = datetime.fromtimestamp(seconds).astimezone()
-    return (
-        dt.strftime("%a %b %d %H:%M:%S ")
-        + (dt.tzname() or time.strftime("%Z"))
-        + dt.strftime(" %Y")
+    dt = (
+        datetime.fromtimestamp(seconds, UTC)
+        if gmt
+        else datetime.fromtimestamp(seconds).astimezone()
     )
+    return dt.strftime("%a %b %d %H:%M:%S %Z %Y")
 
 
 def _template(dicts: DictionarySet, dict_name: str) -> str:

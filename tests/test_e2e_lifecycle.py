@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from fmd.store import Store, queries
+from fmd.store import Store, hwstate
 from tests.fmdproc import FmdProcess
 from tests.retire_fakes import (
     fake_xen_path,
@@ -47,7 +47,7 @@ def sim_state(root: Path) -> str:
     store = Store("", db_file=root / "var" / "fm" / "fmd" / "fmd.db", readonly=True)
     try:
         with store.reader() as conn:
-            rows = {r.ident: r.state for r in queries.hw_states(conn, "cpu")}
+            rows = {r.ident: r.state for r in hwstate.hw_states(conn, "cpu")}
     finally:
         store.close()
     return rows.get(CPU, "online")

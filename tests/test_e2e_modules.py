@@ -19,6 +19,15 @@ pytestmark = pytest.mark.e2e
 
 HOUR_NS = 3600 * 10**9
 LAYOUT = "%-24s %-7s %-6s  %s"
+# The modules fmd loads by itself, plus the counter test plug-in, sorted.
+BUILTINS_AND_COUNTER = [
+    "amd-diagnosis",
+    "counter",
+    "cpumem-diagnosis",
+    "cpumem-retire",
+    "fmd-self-diagnosis",
+    "syslog-msgs",
+]
 
 
 def start(
@@ -138,14 +147,7 @@ def test_invalid_plugins_are_reported(root: Path, fmd_factory: list[FmdProcess])
     """Plug-in files that fail validation are reported and skipped; fmd serves the rest."""
     fmd = start(root, fmd_factory, ["noplugin", "badname", "counter"])
     config = fmd.adm("config")
-    assert sorted(m["name"] for m in config["modules"]) == [
-        "amd-diagnosis",
-        "counter",
-        "cpumem-diagnosis",
-        "cpumem-retire",
-        "fmd-self-diagnosis",
-        "syslog-msgs",
-    ]
+    assert sorted(m["name"] for m in config["modules"]) == BUILTINS_AND_COUNTER
     errors = sorted(config["load_errors"])
     assert len(errors) == 2
     assert "badname.py" in errors[0]
@@ -227,14 +229,7 @@ def test_bad_conf_line_stops_the_module(
         conf={"conf-bad": f"subscribe ereport.confbad.x\n{line}\n"},
     )
     config = fmd.adm("config")
-    assert sorted(m["name"] for m in config["modules"]) == [
-        "amd-diagnosis",
-        "counter",
-        "cpumem-diagnosis",
-        "cpumem-retire",
-        "fmd-self-diagnosis",
-        "syslog-msgs",
-    ]
+    assert sorted(m["name"] for m in config["modules"]) == BUILTINS_AND_COUNTER
     [error] = config["load_errors"]
     assert "conf-bad.conf:2" in error
     assert found in error

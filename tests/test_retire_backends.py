@@ -33,7 +33,7 @@ from agents.retire.xen import (
     parse_mem_status,
 )
 from fmd.errors import ConfigError, FmdError
-from fmd.store import Store, queries
+from fmd.store import Store, hwstate
 from tests.pgschema import pg_schema_url
 from tests.retire_fakes import (
     FAKES,
@@ -95,7 +95,7 @@ def test_sim_state_persists_across_backends(store_url: str, tmp_path: Path) -> N
     assert again.page_status(0x1E9F000) == PageState.RETIRED
     assert again.page_status(0x1E9E000) == PageState.USABLE
     with store.reader() as conn:
-        rows = [tuple(r) for r in queries.hw_states(conn)]
+        rows = [tuple(r) for r in hwstate.hw_states(conn)]
     assert rows == [
         ("cpu", 3, "offline", 1000),
         ("cpu", 5, "online", 1002),
@@ -117,7 +117,7 @@ def test_sim_operations_are_idempotent(store_url: str, tmp_path: Path) -> None:
     assert sim.cpu_status(hc(2)) == CpuState.OFFLINE
     assert sim.page_status(0x5000) == PageState.USABLE
     with store.reader() as conn:
-        assert [tuple(r) for r in queries.hw_states(conn, "page")] == [
+        assert [tuple(r) for r in hwstate.hw_states(conn, "page")] == [
             ("page", 0x5000, "online", 7)
         ]
     store.close()

@@ -51,6 +51,7 @@ from agents.retire.backend import (
     RetireBackend,
     make_backend,
 )
+from fmd.api import fmri_text
 from fmd.config import PropSpec, PropType
 from fmd.errors import FmdError
 from fmd.module import Plugin
@@ -425,7 +426,7 @@ class CpumemRetire(Plugin):
             return [CpuTarget(suspect.asru.cpuid, "cpu", suspect.location)]
         raise _BadResource(
             f"{suspect.cls}: neither a strand in the topology nor a cpu-scheme ASRU "
-            f"(resource {_text(res)}, asru {_text(suspect.asru)})"
+            f"(resource {fmri_text(res) or 'none'}, asru {fmri_text(suspect.asru) or 'none'})"
         )
 
     @staticmethod
@@ -433,12 +434,10 @@ class CpumemRetire(Plugin):
         asru = suspect.asru
         if isinstance(asru, MemFmri) and asru.physaddr is not None:
             return int(asru.physaddr)
-        raise _BadResource(f"{suspect.cls}: the ASRU {_text(asru)} has no physical address")
+        raise _BadResource(
+            f"{suspect.cls}: the ASRU {fmri_text(asru) or 'none'} has no physical address"
+        )
 
 
 class _BadResource(Exception):
     """A suspect whose resource names nothing the backend can act on."""
-
-
-def _text(fmri: Any) -> str:
-    return fmri.to_string() if fmri is not None and hasattr(fmri, "to_string") else "none"

@@ -1,8 +1,8 @@
 """The sim retire backend: simulated CPUs and pages whose state lives in the fmd store.
 
 It owns the rows of table ``hw_state`` (written through
-:func:`fmd.store.queries.set_hw_state`, read through
-:func:`~fmd.store.queries.hw_state`): ``("cpu", cpuid)`` is "offline" or
+:func:`fmd.store.hwstate.set_hw_state`, read through
+:func:`~fmd.store.hwstate.hw_state`): ``("cpu", cpuid)`` is "offline" or
 "online", ``("page", page-aligned physical address)`` is "retired" or
 "online".  A CPU or page with no row is online, so a fresh store describes a
 healthy machine.  Each change is its own short transaction, committed before the
@@ -42,7 +42,7 @@ from agents.retire.backend import (
     check_cpuid,
     page_align,
 )
-from fmd.store import queries
+from fmd.store import hwstate
 
 log = structlog.get_logger("fmd.retire.sim")
 
@@ -118,7 +118,7 @@ class SimBackend(RetireBackend):
     def _set(self, kind: str, ident: int, state: str) -> None:
         try:
             with self.engine.begin() as conn:
-                queries.set_hw_state(conn, kind, ident, state, self.now_ns())
+                hwstate.set_hw_state(conn, kind, ident, state, self.now_ns())
         except SQLAlchemyError as exc:
             raise _store_error(exc, f"recording {_name(kind, ident)} as {state}") from exc
         log.info("retire_backend_sim_set", kind=kind, ident=ident, state=state)
@@ -126,7 +126,7 @@ class SimBackend(RetireBackend):
     def _get(self, kind: str, ident: int) -> str | None:
         try:
             with self.engine.connect() as conn:
-                return queries.hw_state(conn, kind, ident)
+                return hwstate.hw_state(conn, kind, ident)
         except SQLAlchemyError as exc:
             raise _store_error(exc, f"reading the state of {_name(kind, ident)}") from exc
 

@@ -11,7 +11,6 @@ checkpoint's commit.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +25,6 @@ from fmd.store.rsrc import solved_cases
 if TYPE_CHECKING:
     from fmd.daemon import Daemon
 
-_UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-)
 _WAIT = 60.0
 
 
@@ -111,7 +107,8 @@ def faulty(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
 def _selection(daemon: Daemon, verb: str, target: str, uuid: str | None) -> asru.Selection:
     with daemon.store.reader() as conn:
         cases = [c for c in solved_cases(conn) if c["state"] < CaseState.REPAIRED]
-    if verb == "acquit" and uuid is None and _UUID_RE.match(target):
+    if verb == "acquit" and uuid is None:
+        # "fmadm acquit UUID": the whole case, when the operand names one.
         case = next((c for c in cases if c["uuid"] == target.lower()), None)
         if case is not None:
             return asru.Selection({case["uuid"]: [int(s["idx"]) for s in case["suspects"]]})

@@ -134,13 +134,32 @@ def render_default(
     now_ns: int | None = None,
 ) -> list[str]:
     """The full view: per case its header, host, suspects and message."""
+    return _render_groups(answer, [[c] for c in cases], verbose=verbose, now_ns=now_ns)
+
+
+def _render_groups(
+    answer: Mapping[str, Any],
+    groups: Sequence[Sequence[Mapping[str, Any]]],
+    *,
+    verbose: bool,
+    now_ns: int | None,
+) -> list[str]:
+    """Per group of alike cases: the header with a row per case, the host, the
+    first case's suspects (merged ones say "N @ max NN%") and its message."""
     out: list[str] = []
-    for case in cases:
-        out += [RULE, HEADER, RULE, case_row(case, now_ns), ""]
+    for members in groups:
+        case = members[0]
+        out += [RULE, HEADER, RULE]
+        out += [case_row(c, now_ns) for c in members]
+        out.append("")
         out += _host_block(answer)
         out.append("")
+        top = max((int(x["certainty"]) for c in members for x in c["suspects"]), default=100)
         for s in case["suspects"]:
-            out += _suspect_block(s, verbose)
+            block = _suspect_block(s, verbose)
+            if len(members) > 1:
+                block[0] = f"{_label('Fault class')} {s['class']} {len(members)} @ max {top}%"
+            out += block
             out.append("")
         out += _message_block(case)
     return out
@@ -226,20 +245,5 @@ def render_grouped(
             *sorted(f"{_fru_text(s)}|{s['class']}" for s in case["suspects"]),
         )
         groups.setdefault(key, []).append(case)
-    out: list[str] = []
-    for members in list(groups.values())[: limit if limit else None]:
-        case = members[0]
-        out += [RULE, HEADER, RULE]
-        out += [case_row(c, now_ns) for c in members]
-        out.append("")
-        out += _host_block(answer)
-        out.append("")
-        for s in case["suspects"]:
-            block = _suspect_block(s, verbose)
-            if len(members) > 1:
-                top = max(int(x["certainty"]) for c in members for x in c["suspects"])
-                block[0] = f"{_label('Fault class')} {s['class']} {len(members)} @ max {top}%"
-            out += block
-            out.append("")
-        out += _message_block(case)
-    return out
+    selected = list(groups.values())[: limit if limit else None]
+    return _render_groups(answer, selected, verbose=verbose, now_ns=now_ns)

@@ -34,18 +34,18 @@ def solved_cases(
     if not out:
         return []
     keys = list(out)
+    by_key: dict[tuple[str, int], dict[str, Any]] = {}
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
         for row in conn.execute(select(s).where(s.c.uuid.in_(chunk)).order_by(s.c.uuid, s.c.idx)):
-            sus = dict(row._mapping)
-            sus["responses"] = []
+            sus = by_key[(row.uuid, row.idx)] = {**row._mapping, "responses": []}
             out[row.uuid]["suspects"].append(sus)
         for row in conn.execute(
             select(r).where(r.c.uuid.in_(chunk)).order_by(r.c.uuid, r.c.idx, r.c.module)
         ):
-            for sus in out[row.uuid]["suspects"]:
-                if sus["idx"] == row.idx:
-                    sus["responses"].append(dict(row._mapping))
+            owner = by_key.get((row.uuid, row.idx))
+            if owner is not None:
+                owner["responses"].append(dict(row._mapping))
     return list(out.values())
 
 

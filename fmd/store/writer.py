@@ -262,11 +262,7 @@ class WriteTxn:
 
     def reset_module(self, module: str) -> None:
         """Forget a module's checkpoint, SERD engines and unsolved cases (fmadm reset)."""
-        self._ckpts.pop(module, None)
-        for table in ("checkpoints", "serd_engines"):
-            self.conn.exec_driver_sql(
-                self._stmt(f"reset_{table}", _delete_where(table, "module")), (module,)
-            )
+        self.delete_checkpoint(module)
         c = schema.cases
         unsolved = [
             r.uuid
