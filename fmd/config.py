@@ -536,6 +536,22 @@ DAEMON_PROPERTIES: Final[tuple[PropSpec, ...]] = (
         "The period over which log.errlimit applies.",
     ),
     PropSpec(
+        "log.minfree",
+        _P.SIZE,
+        "2m",
+        "Free space fmd keeps on the file system of its database: below it new error "
+        "reports are refused (each client is told the store is full) while checkpoints and "
+        "diagnoses still use the room left, and ingest resumes by itself once space returns.",
+    ),
+    PropSpec(
+        "access.group",
+        _P.STRING,
+        "adm",
+        "The group that may read fmd's database, log and archives (files 0640, directories "
+        "0750). When the group does not exist the files keep fmd's own group; empty means "
+        "fmd's own group.",
+    ),
+    PropSpec(
         "plugin.path",
         _P.STRING,
         "",

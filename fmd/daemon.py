@@ -126,6 +126,9 @@ class Daemon:
         self.replayed = 0
         self.adm: AdmServer | None = None
         self.ingest: Ingest | None = None
+        # Things the operator must hear about at start-up although fmd could
+        # start (a salvaged database, ...): ``fmd`` prints each as a warning.
+        self.warnings: list[str] = []
 
     # -- start-up ----------------------------------------------------------
     def start(self) -> None:

@@ -427,6 +427,8 @@ def test_daemon_table_builds_and_has_expected_defaults() -> None:
         "log.format": "auto",
         "log.errlimit": 10,
         "log.errwindow": 60 * 10**9,
+        "log.minfree": 2 << 20,
+        "access.group": "adm",
         "plugin.path": "",
         "modules.disable": "",
         "gc_interval": 86400 * 10**9,

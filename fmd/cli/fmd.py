@@ -42,8 +42,11 @@ def _serve(daemon: Daemon, ready: int | None) -> int:
             click.echo(f"fmd: {message}", err=True)
         return EXIT_ERROR
     if ready is not None:
-        os.write(ready, b"ok\n")
+        os.write(ready, b"".join(f"warning: {w}\n".encode() for w in daemon.warnings) + b"ok\n")
         os.close(ready)
+    else:
+        for warning in daemon.warnings:
+            click.echo(f"fmd: warning: {warning}", err=True)
     daemon.wait()
     daemon.shutdown()
     return 0
@@ -62,9 +65,13 @@ def _detach() -> int | None:
                 break
             chunks.append(data)
         os.waitpid(pid, 0)
-        answer = b"".join(chunks).decode(errors="replace").strip()
-        if answer == "ok":
+        lines = b"".join(chunks).decode(errors="replace").strip().splitlines()
+        for line in lines:
+            if line.startswith("warning: "):
+                click.echo(f"fmd: {line}", err=True)
+        if lines and lines[-1] == "ok":
             sys.exit(0)
+        answer = lines[-1] if lines else ""
         click.echo(
             f"fmd: {answer.removeprefix('error: ') or 'the daemon exited during start-up'}",
             err=True,
