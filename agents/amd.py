@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from agents.diagnosis import (
     Topology,
     count_prop,
-    cpu_target,
     diagnose,
     dimm_suspect,
     hc_path,
@@ -154,7 +153,7 @@ class AmdDiagnosis(Plugin):
 
     # -- CPU -----------------------------------------------------------------
     def _cpu(self, hdl: Handle, ev: Ereport, fault: str, group: str) -> None:
-        target = cpu_target(hdl, ev)
+        target = self._topo.cpu_target(hdl, ev)
         if target is None:
             return
         p = ev.payload
@@ -163,7 +162,7 @@ class AmdDiagnosis(Plugin):
         engine = f"serd.cpu.amd.{fault}@{target.path}"
         if not serd_record(hdl, engine, group, ev):
             return
-        suspect = self._topo.cpu_suspect(hdl, CPU_FAULT + fault, target.strand, p)
+        suspect = self._topo.cpu_suspect(hdl, CPU_FAULT + fault, target)
         diagnose(hdl, target.key, ev, engine, suspect, "cpu", log_event=LOG_EVENT)
 
     # -- memory --------------------------------------------------------------

@@ -55,7 +55,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from agents.diagnosis import (
     Topology,
     count_prop,
-    cpu_target,
     diagnose,
     dimm_suspect,
     join,
@@ -154,7 +153,7 @@ class CpumemDiagnosis(Plugin):
 
     # -- CPU -----------------------------------------------------------------
     def _cpu(self, hdl: Handle, ev: Ereport, leaf: str, fault: str, group: str) -> None:
-        target = cpu_target(hdl, ev)
+        target = self._topo.cpu_target(hdl, ev)
         if target is None:
             return
         p = ev.payload
@@ -168,7 +167,7 @@ class CpumemDiagnosis(Plugin):
             return
         bus = group == "bus"
         suspect = self._topo.cpu_suspect(
-            hdl, CPU_FAULT + fault, target.strand, p, retire=not bus, response=not bus
+            hdl, CPU_FAULT + fault, target, retire=not bus, response=not bus
         )
         diagnose(hdl, target.key, ev, engine, suspect, "cpu", log_event=LOG_EVENT)
 

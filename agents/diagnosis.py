@@ -19,10 +19,18 @@ DIMM is faulty; this module holds what they do the same way once they have:
 
 - SERD engines created on first use from a property group's ``<group>_n`` and
   ``<group>_t``;
-- suspects: a CPU fault's ASRU (``cpuid`` member, else the strand's topology
-  ASRU), FRU (the chip) and location; a memory ereport's DIMM and rank, from
-  its ``resource`` member or else the platform's address decode, and the
-  page and DIMM suspects built from them.
+- the CPU resource an ereport's evidence names (:meth:`Topology.cpu_target`):
+  its detector must be a strand, core or chip of *this* platform's topology
+  (an hc FMRI whose path is in the tree and whose authority, if given, is this
+  host's; or a ``cpu:///cpuid=N`` of a strand), and a ``cpuid`` member, if
+  given, must lie under it.  Anything else is not diagnosed: it is counted
+  (``bad_detector``) and logged once per reason, and the event stays stored.
+  A diagnosis therefore names exactly the strand, core or chip the evidence
+  names, never a motherboard or an empty path that would cover every CPU;
+- suspects: a CPU fault's ASRU (a strand's topology ``cpu`` ASRU, or the
+  core's or chip's own hc FMRI), FRU (the chip) and location; a memory
+  ereport's DIMM and rank, from its ``resource`` member or else the platform's
+  address decode, and the page and DIMM suspects built from them.
 """
 
 from __future__ import annotations
@@ -161,35 +169,17 @@ class MemTarget(NamedTuple):
 
 
 class CpuTarget(NamedTuple):
-    """The strand a CPU ereport is diagnosed on: its FMRI, hc path and resource key."""
+    """The CPU resource a CPU ereport is diagnosed on: its topology node (a strand,
+    core or chip), hc path and resource key."""
 
-    strand: HcFmri
+    node: TopoNode
     path: str
     key: str
 
 
-def cpu_target(hdl: Handle, ev: Ereport) -> CpuTarget | None:
-    """The strand to diagnose a CPU ereport on; None if its detector is not an hc
-    FMRI (counted as ``no_detector``) or the strand's outstanding case took it."""
-    strand = ev.detector
-    if not isinstance(strand, HcFmri):
-        hdl.stat("no_detector", "CPU ereports without an hc detector").incr()
-        return None
-    path = hc_path(strand.hc_list)
-    target = CpuTarget(strand, path, cpu_key(path))
-    if join(hdl, target.key, ev):
-        return None
-    return target
-
-
-def chip_of(strand: HcFmri) -> HcFmri:
-    """The chip FMRI above a strand (the strand's hc list up to ``chip``)."""
-    pairs: list[tuple[str, str]] = []
-    for name, inst in strand.hc_list:
-        pairs.append((name, inst))
-        if name == "chip":
-            break
-    return hc_fmri(strand.authority, *pairs)
+# The hc node names a CPU diagnosis may name, and the one that carries a cpuid.
+CPU_NODES: Final = frozenset({"strand", "core", "chip"})
+STRAND: Final = "strand"
 
 
 def page_suspect(hdl: Handle, cls: str, dimm: Dimm, page: int) -> Suspect:
@@ -223,6 +213,68 @@ class Topology:
 
     def __init__(self) -> None:
         self._index: dict[Pairs, TopoNode] | None = None
+        self._logged: set[str] = set()
+
+    def cpu_target(self, hdl: Handle, ev: Ereport) -> CpuTarget | None:
+        """The strand, core or chip to diagnose a CPU ereport on; None when its
+        evidence names no CPU resource of this platform (counted as
+        ``bad_detector``) or the resource's outstanding case took it."""
+        node, problem = self._cpu_node(hdl, ev)
+        if node is None:
+            hdl.stat(
+                "bad_detector", "CPU ereports not naming a CPU of this platform (not diagnosed)"
+            ).incr()
+            if problem not in self._logged and len(self._logged) < 64:
+                self._logged.add(problem)
+                hdl.log.warning(
+                    "cpu_detector_rejected",
+                    detector=ev.detector_str,
+                    event_class=ev.cls,
+                    reason=problem,
+                    note="not diagnosed; further ereports with this problem are only counted",
+                )
+            return None
+        path = hc_path(node.fmri.hc_list)
+        target = CpuTarget(node, path, cpu_key(path))
+        if join(hdl, target.key, ev):
+            return None
+        return target
+
+    def _cpu_node(self, hdl: Handle, ev: Ereport) -> tuple[TopoNode | None, str]:
+        """The topology node the ereport's detector names, or None and why not."""
+        det = ev.detector
+        node: TopoNode | None = None
+        if isinstance(det, CpuFmri):
+            try:
+                node = self.node(hdl, hdl.topo.cpu_to_hc(det.cpuid).hc_list)
+            except (LookupError, ModuleApiError):
+                return None, "the detector's cpuid is not a CPU of this platform"
+        elif isinstance(det, HcFmri):
+            if not _same_host(det.authority, _authority(hdl)):
+                return None, "the detector names another host (its authority differs)"
+            node = self.node(hdl, det.hc_list)
+        else:
+            return None, "the detector is not an hc or cpu FMRI"
+        if node is None or not node.fmri.hc_list:
+            return None, "the detector is not in this platform's topology"
+        kind = node.fmri.hc_list[-1][0]
+        if kind not in CPU_NODES:
+            return None, f"the detector is a {kind}, not a strand, core or chip"
+        cpuid = ev.payload.get("cpuid")
+        if cpuid is not None and not self._cpu_under(hdl, cpuid, node):
+            return None, "the payload's cpuid is not a strand of the detector"
+        return node, ""
+
+    def _cpu_under(self, hdl: Handle, cpuid: Any, node: TopoNode) -> bool:
+        """Whether ``cpuid`` is a strand at or under ``node``."""
+        if not isinstance(cpuid, int) or isinstance(cpuid, bool):
+            return False
+        try:
+            strand = hdl.topo.cpu_to_hc(cpuid)
+        except (LookupError, ModuleApiError):
+            return False
+        pairs = node.fmri.hc_list
+        return strand.hc_list[: len(pairs)] == pairs
 
     def node(self, hdl: Handle, pairs: Pairs) -> TopoNode | None:
         """The topology node at ``pairs``; None if absent or no topology."""
@@ -237,33 +289,23 @@ class Topology:
         self,
         hdl: Handle,
         cls: str,
-        strand: HcFmri,
-        payload: Any,
+        target: CpuTarget,
         *,
         retire: bool = True,
         response: bool = True,
     ) -> Suspect:
-        """A CPU fault on a strand: ASRU from the ``cpuid`` member or the topology,
-        FRU the chip, resource the strand."""
-        node = self.node(hdl, strand.hc_list)
-        cpuid = payload.get("cpuid")
-        asru: CpuFmri | None = None
-        if isinstance(cpuid, int) and not isinstance(cpuid, bool):
-            asru = CpuFmri(cpuid=cpuid)
-        elif node is not None and isinstance(node.asru, CpuFmri):
-            asru = node.asru
-        if node is not None:
-            chip, label = node.fru, node.label
-        else:
-            chip = chip_of(strand)
-            label = hdl.topo.label_of(chip)
+        """A CPU fault on the target: resource its node; ASRU the strand's cpu-scheme
+        ASRU, or the core's or chip's own hc FMRI (what a retire covers is
+        never wider than that); FRU the chip."""
+        node = target.node
+        asru: CpuFmri | HcFmri = node.asru if isinstance(node.asru, CpuFmri) else node.fmri
         return hdl.create_fault(
             cls,
             100,
             asru=asru,
-            fru=chip,
-            resource=strand,
-            location=label,
+            fru=node.fru,
+            resource=node.fmri,
+            location=node.label,
             retire=retire,
             response=response,
         )
@@ -307,3 +349,17 @@ class Topology:
             return Dimm(node.fmri, asru, node.label, rank)
         dimm = hc_fmri(rank.authority, *pairs)
         return Dimm(dimm, MemFmri(unum=hc_path(pairs)), hdl.topo.label_of(dimm), rank)
+
+
+def _authority(hdl: Handle) -> Pairs:
+    try:
+        return tuple(hdl.topo.authority)
+    except ModuleApiError:
+        return ()
+
+
+def _same_host(given: Pairs, ours: Pairs) -> bool:
+    """An FMRI's authority names this host when every member it shares with the
+    platform's authority (product-id, chassis-id, server-id) has our value."""
+    mine = dict(ours)
+    return all(mine.get(name, value) == value for name, value in given)

@@ -78,6 +78,10 @@ class ModuleContext:
     # Modules whose checkpoint could not be written (see fmd.ckpt).
     failed_checkpoints: set[str] = field(default_factory=set)
     checkpoint_failed: Callable[[str, BaseException], None] | None = None
+    # Reading back a case restored lazily (its uuid only), and the module's
+    # stored cases that hold an error-log event: (uuid, state) pairs.
+    load_case: Callable[[str], Case | None] | None = None
+    cases_holding: Callable[[int, str], list[tuple[str, int]]] | None = None
 
 
 @dataclass
@@ -123,6 +127,10 @@ class Handle:
         self._bufs: dict[str, bytes] = {}
         self._buf_bytes = 0
         self._cases: dict[str, Case] = {}
+        # Diagnosed cases restored by uuid only: each is read from the store the
+        # first time the module uses it, so start-up does not grow with the
+        # number of outstanding faults.
+        self._unloaded: set[str] = set()
         # Cases handed to the module since the last checkpoint: only these can
         # have changed, so a checkpoint never walks every case.
         self._touched: set[str] = set()
@@ -137,6 +145,8 @@ class Handle:
         self._out = _Outbox()
         self._current: EventItem | None = None
         self._counted = False
+        # Cases opened while handling the current event (see discard_partial).
+        self._opened_now: list[str] = []
         self.specific: dict[str, Any] = {}
         self.conf_subscriptions: list[str] = []
         self.cases_opened = 0
@@ -205,9 +215,25 @@ class Handle:
     def begin_event(self, item: EventItem) -> None:
         self._current = item
         self._counted = False
+        self._opened_now = []
 
     def end_event(self) -> None:
         self._current = None
+        self._opened_now = []
+
+    def discard_partial(self) -> None:
+        """The current event raised: forget the cases it opened and left unsolved,
+        so that a failed event leaves no half-built case behind."""
+        for uuid in self._opened_now:
+            case = self._cases.get(uuid)
+            if case is None or case.state is not CaseState.UNSOLVED:
+                continue
+            del self._cases[uuid]
+            self._ctx.register_case(uuid, None)
+            for pending in (self._touched, self._meta_changed, self._suspects_changed):
+                pending.discard(uuid)
+            self._out.deleted.append(uuid)
+        self._opened_now = []
 
     def _event_id(self, ev: Ereport) -> int:
         if ev.id is None:
@@ -271,7 +297,7 @@ class Handle:
     @property
     def open_cases(self) -> int:
         """How many cases the module holds (safe to read from any thread)."""
-        return len(self._cases)
+        return len(self._cases) + len(self._unloaded)
 
     # -- timers --------------------------------------------------------------
     def timer_install(self, delta_ns: int, arg: Any = None) -> int:
@@ -295,13 +321,28 @@ class Handle:
     # -- cases ---------------------------------------------------------------
     def cases(self) -> list[Case]:
         """The module's cases that are not yet resolved, oldest first."""
+        for uuid in list(self._unloaded):
+            self._load(uuid)
         self._touched.update(self._cases)
         return sorted(self._cases.values(), key=lambda c: c.open_time_ns)
 
     def case_get(self, uuid: str) -> Case | None:
         case = self._cases.get(uuid)
+        if case is None and uuid in self._unloaded:
+            case = self._load(uuid)
         if case is not None:
             self._touched.add(uuid)
+        return case
+
+    def _load(self, uuid: str) -> Case | None:
+        """Read a lazily restored case from the store (see :meth:`restore`)."""
+        self._unloaded.discard(uuid)
+        loader = self._ctx.load_case
+        case = loader(uuid) if loader is not None else None
+        if case is None or case.module != self.name:
+            self._ctx.register_case(uuid, None)
+            return None
+        self._cases[uuid] = case
         return case
 
     def case_open(self, data: dict[str, Any] | None = None) -> Case:
@@ -317,6 +358,8 @@ class Handle:
         self._meta_changed.add(case.uuid)
         self._ctx.register_case(case.uuid, self.runner)
         self.cases_opened += 1
+        if self._current is not None:
+            self._opened_now.append(case.uuid)
         return case
 
     def _own(self, case: Case, *, meta: bool = True) -> Case:
@@ -588,12 +631,24 @@ class Handle:
 
     # -- restore and checkpoint ---------------------------------------------
     def restore(
-        self, doc: dict[str, Any] | None, cases: list[Case], serd: dict[str, str] | None = None
+        self,
+        doc: dict[str, Any] | None,
+        cases: list[Case],
+        serd: dict[str, str] | None = None,
+        unloaded: Iterable[str] = (),
     ) -> dict[str, int]:
-        """Load the module's checkpoint, cases and SERD engines; return its progress per log."""
+        """Load the module's checkpoint, cases and SERD engines; return its progress per log.
+
+        ``unloaded`` are the uuids of diagnosed cases restored lazily: each is
+        read from the store (``ModuleContext.load_case``) when first used.
+        """
         for case in cases:
             self._cases[case.uuid] = case
             self._ctx.register_case(case.uuid, self.runner)
+        for uuid in unloaded:
+            if uuid not in self._cases:
+                self._unloaded.add(uuid)
+                self._ctx.register_case(uuid, self.runner)
         if serd:
             self.serd = SerdSet.from_dict({k: orjson.loads(v) for k, v in serd.items()})
         if not doc:
@@ -620,6 +675,12 @@ class Handle:
                 if case.is_solved:
                     return schema.STATE_DIAGNOSED
                 state = schema.STATE_ACCEPTED
+        holding = self._ctx.cases_holding
+        if self._unloaded and holding is not None:
+            # A lazily restored case is as it was stored: ask the store.
+            for uuid, case_state in holding(event_id, self.name):
+                if uuid in self._unloaded and case_state >= CaseState.SOLVED:
+                    return schema.STATE_DIAGNOSED
         if state is None and self.serd.contains_event(event_id):
             state = schema.STATE_ACCEPTED
         return state

@@ -45,6 +45,7 @@ class CheckpointOp:
     # (engine name, JSON or None when destroyed) for the engines that changed.
     serd: list[tuple[str, str | None]] = field(default_factory=list)
     weight: int = 1
+    refusable: bool = False  # module state is held, never refused (see fmd.store.writer)
     published: list[tuple[str, int, ListEvent]] = field(default_factory=list)
     # Shared with the daemon: modules whose checkpoint failed.  A later
     # checkpoint of such a module is skipped (and covers nothing), since it

@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Final
 
 from fmd.errors import ConfigError
+from fmd.secure import check_trusted
 
 __all__ = [
     "DAEMON_PROPERTIES",
@@ -468,13 +469,23 @@ DAEMON_PROPERTIES: Final[tuple[PropSpec, ...]] = (
         "the module re-reads the events from the store, so a slow module never stalls ingest.",
     ),
     PropSpec(
+        "client.evqmem",
+        _P.SIZE,
+        "64m",
+        "Bytes of events held in memory for one module; beyond that (or beyond "
+        "client.evqlim events) only references are queued, so large events cannot exhaust "
+        "memory.",
+    ),
+    PropSpec(
         "client.error",
         _P.ENUM,
-        "unload",
-        "What to do when a module raises an unexpected exception. unload marks the module "
-        "failed, stops delivering events to it and reports it to self-diagnosis; stop shuts "
-        "the daemon down.",
-        ("unload", "stop"),
+        "event",
+        "What to do when a module raises an unexpected exception while handling an event, a "
+        "timer or a request. event fails only that item (counted in the module's fmd.ev_fail "
+        "statistic and logged once per kind of failure) and the module goes on; unload marks "
+        "the module failed, stops delivering events to it and reports it to self-diagnosis; "
+        "stop shuts the daemon down.",
+        ("event", "unload", "stop"),
     ),
     PropSpec(
         "xprt.socket",
@@ -670,10 +681,14 @@ def parse_conf(path: Path | str, *, directives: Collection[str] = DIRECTIVES) ->
 
     ``directives`` limits which directives the file may use (the daemon's
     fmd.conf allows only ``setprop``).  Values are not interpreted here.
-    Raises :class:`ConfigError` naming ``file:line`` and the offending word.
+    Raises :class:`ConfigError` naming ``file:line`` and the offending word,
+    or when the file or a directory above it may be written by others than
+    root and fmd's user (:func:`fmd.secure.check_trusted`): a writable
+    ``fmd.conf`` would let anyone set ``plugin.path`` and run code as fmd.
     """
     path = Path(path)
     conf = ConfFile(path)
+    check_trusted(path, "read")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -51,11 +51,12 @@ from fmd.eventq import EventItem, EventQueue
 from fmd.module import ModuleRunner, ModuleState, Plugin, PluginSource, discover, load_file
 from fmd.paths import Paths, install_default_conf
 from fmd.protocol import ProtocolError, validate_pattern
+from fmd.replay import load_refs, queue_fault_replays, replay_uncommitted
+from fmd.secure import PID_FILE_MODE, STATE_FILE_MODE, access_gid, check_trusted, open_file
 from fmd.selfdiag import SelfDiagnosis
 from fmd.serd import SerdSet
 from fmd.store import Store, queries
-from fmd.store.codec import row_ereport, row_list
-from fmd.store.rsrc import fltlog_latest, solved_cases
+from fmd.store.health import StoreHealth
 from fmd.timerq import TimerQueue
 from fmd.topo import choose_platform
 from fmd.xprt import Ingest
@@ -73,18 +74,25 @@ class _SavedState:
 
     docs: dict[str, str]
     serds: dict[str, dict[str, str]]
+    # Cases still being built, restored whole; diagnosed ones, restored by uuid.
     cases: dict[str, list[Case]]
+    lazy: dict[str, list[str]]
 
 
 class PidLock:
-    """An exclusive lock on ``fmd.pid`` so two daemons never share a root."""
+    """An exclusive lock on ``fmd.pid`` so two daemons never share a root.
+
+    The file is opened without following a link and must be a regular file
+    owned by fmd's user: a planted ``fmd.pid`` link would otherwise make root
+    fmd truncate whatever it points to.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_file(self.path, os.O_RDWR, PID_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -93,8 +101,12 @@ class PidLock:
             raise FmdError(
                 f"fmd is already running with this root (pid {other}, lock {self.path})"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            os.close(fd)
+            raise FmdError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self._fd = fd
 
     def release(self) -> None:
@@ -132,9 +144,16 @@ class Daemon:
 
     # -- start-up ----------------------------------------------------------
     def start(self) -> None:
-        self.paths.ensure_dirs()
-        if install_default_conf(self.paths):
-            log.info("conf_installed", path=str(self.paths.conf_file))
+        # The group that may read the database, log and archives (None: fmd's own).
+        self.gid = access_gid(self.props.get_str("access.group"))
+        self.paths.ensure_dirs(self.gid)
+        try:
+            if install_default_conf(self.paths):
+                log.info("conf_installed", path=str(self.paths.conf_file))
+        except FmdError as exc:
+            # Only a convenience: fmd runs on its defaults without the example.
+            log.warning("conf_install_failed", error=str(exc))
+            self.warnings.append(f"{exc} (the commented example configuration was not copied)")
         self._pidlock.acquire()
         try:
             self._start()
@@ -144,19 +163,32 @@ class Daemon:
 
     def _start(self) -> None:
         p = self.props
+        # Settings fmd reads besides fmd.conf must be as trustworthy (fmd.secure).
+        check_trusted(self.paths.topology_file, "read")
+        self.dict_dirs = [self.paths.dict_dir, *default_dict_dirs()]
+        self._check_dict_dir(self.paths.dict_dir)
+        if not p.get_str("store.url"):
+            self._create_db_file()
         self.store = Store(
             p.get_str("store.url"), db_file=self.paths.db_file, sync=p.get_str("store.sync")
         )
-        self.dicts = DictionarySet.load([self.paths.dict_dir, *default_dict_dirs()])
+        if self.store.salvage is not None:
+            # A corrupt database was moved aside and salvaged (fmd.store.salvage).
+            self.warnings.extend(self.store.salvage.warnings())
+            log.warning("store_salvaged", **self.store.salvage.log_fields())
+        self.dicts = DictionarySet.load(self.dict_dirs)
         if self.dicts.get("FMD") is None:
             raise ConfigError(
                 "the FMD dictionary was not found in "
-                f"{[str(d) for d in [self.paths.dict_dir, *default_dict_dirs()]]}"
+                f"{', '.join(str(d) for d in self.dict_dirs)}; reinstall fmd"
             )
+        db_dir = None if self.store.path is None else self.store.path.parent
+        self.health = StoreHealth(db_dir, p.get_size("log.minfree"))
         self.writer = self.store.writer(
             max_batch=p.get_int("store.batch"),
             before_commit=self.dispatcher.before_commit,
             after_commit=self.dispatcher.after_commit,
+            health=self.health,
         )
         self.timers = TimerQueue(self.clock)
         self.platform = choose_platform(
@@ -177,10 +209,12 @@ class Daemon:
             register_case=self._register_case,
             save_checkpoints=p.get_bool("ckpt.save"),
             checkpoint_failed=self._checkpoint_failed,
+            load_case=self._load_case,
+            cases_holding=self._cases_holding,
         )
         self._load_modules()
-        self._replay()
-        self._replay_faults()
+        self._modules_running()
+        self.replayed = replay_uncommitted(self.store, self.dispatcher)
         self.writer.start()
         self.timers.start()
         self.timers.install(p.get_time_ns("gc_interval"), self._gc, None, internal=True)
@@ -189,6 +223,12 @@ class Daemon:
                 r.start()
         if not self.quiesce(300.0):
             log.warning("replay_slow", note="modules still busy after 300 s; starting anyway")
+        # Faults re-sent to response agents go behind the replay, as references
+        # the agents read back on their own threads: fmd does not wait for them
+        # (however many there are), and anything new queues behind them.
+        self.fault_replays = queue_fault_replays(
+            self.store, self.dispatcher, list(self.runners.values())
+        )
         # Transports first: once the control socket answers, fmd is fully up.
         self._start_transports()
         self.adm = AdmServer(self.paths.adm_socket)
@@ -211,6 +251,35 @@ class Daemon:
             clock=p.get_str("clock"),
             platform=type(self.platform).__name__,
         )
+
+    def _check_dict_dir(self, directory: Path) -> None:
+        """The root's dictionary directory and its files must be trusted (fmd.secure)."""
+        check_trusted(directory, "read dictionaries from")
+        if directory.is_dir():
+            for path in sorted(directory.iterdir()):
+                if path.suffix in (".dict", ".po"):
+                    check_trusted(path, "read")
+
+    def _create_db_file(self) -> None:
+        """Create the SQLite database 0640 (group ``access.group``) before SQLite
+        opens it, so that its ``-wal`` and ``-shm`` files get the same mode; an
+        existing database and its companions are given that mode too."""
+        db = self.paths.db_file
+        for path in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))):
+            if path is db or os.path.lexists(path):
+                os.close(open_file(path, os.O_RDWR, STATE_FILE_MODE, self.gid))
+
+    def _check_dictionaries(self, module: str, names: list[str]) -> None:
+        """Refuse a module whose dictionaries fmd cannot find: its diagnoses would
+        get the wrong code (ConfigError naming the module, dictionary and fix)."""
+        for name in names:
+            if self.dicts.get(name) is None:
+                raise ConfigError(
+                    f"module {module} needs the {name} dictionary, which is not in "
+                    f"{', '.join(str(d) for d in self.dict_dirs)}; install {name}.dict and "
+                    f"{name}.po in {self.paths.dict_dir}, or disable the module with "
+                    f"-o modules.disable={module}"
+                )
 
     def _plugin_sources(self) -> list[PluginSource]:
         dirs = [self.paths.plugin_dir]
@@ -238,18 +307,28 @@ class Daemon:
         with self.store.reader() as conn:
             docs = queries.load_checkpoints(conn)
             serds = queries.load_serd(conn)
-            case_rows = queries.load_cases(conn)
+            case_rows = queries.load_cases(conn, unsolved_only=True)
+            outstanding = queries.outstanding_cases(conn)
         cases_by_module: dict[str, list[Case]] = {}
         for row in case_rows:
-            try:
-                case = Case.from_dict(orjson.loads(row["data"]))
-                case.restore_events(row["events"])
-            except (FmdError, ValueError) as exc:
-                log.error("case_restore_failed", uuid=row["uuid"], error=str(exc))
-                continue
-            if module is None or case.module == module:
+            case = _case_of(row)
+            if case is not None and (module is None or case.module == module):
                 cases_by_module.setdefault(case.module, []).append(case)
-        return _SavedState(docs, serds, cases_by_module)
+        lazy: dict[str, list[str]] = {}
+        for uuid, owner in outstanding:
+            if module is None or owner == module:
+                lazy.setdefault(owner, []).append(uuid)
+        return _SavedState(docs, serds, cases_by_module, lazy)
+
+    def _load_case(self, uuid: str) -> Case | None:
+        """A case restored lazily, read from the store when its module first uses it."""
+        with self.store.reader() as conn:
+            rows = queries.load_cases(conn, uuids=[uuid])
+        return _case_of(rows[0]) if rows else None
+
+    def _cases_holding(self, event_id: int, module: str) -> list[tuple[str, int]]:
+        with self.store.reader() as conn:
+            return queries.cases_holding(conn, event_id, module)
 
     def _install(self, src: PluginSource, saved: _SavedState) -> ModuleRunner | None:
         """Create a module's runner, restore its state and call its init (not started)."""
@@ -278,7 +357,10 @@ class Daemon:
                 log.error("checkpoint_unreadable", module=name, error=str(exc))
         try:
             runner.last_seen = runner.handle.restore(
-                doc, saved.cases.get(name, []), saved.serds.get(name) if restore else None
+                doc,
+                saved.cases.get(name, []),
+                saved.serds.get(name) if restore else None,
+                unloaded=saved.lazy.get(name, ()),
             )
         except (FmdError, ValueError, KeyError, TypeError) as exc:
             log.error("checkpoint_restore_failed", module=name, error=str(exc))
@@ -341,61 +423,16 @@ class Daemon:
         log.info("module_reset", module=name)
 
     # -- faults that must stay retired ---------------------------------------
-    def _replay_faults(self) -> None:
-        """Re-send to the response agents that ask for it (``Plugin.replay_faults``)
-        the diagnoses whose resources must stay retired (a reboot brings CPUs back
-        online), and the repairs whose resources are not yet back in service (the
-        agent could not undo its action last time)."""
-        takers = [r for r in self.runners.values() if r.plugin.replay_faults and r.active]
-        if not takers:
-            return
-        with self.store.reader() as conn:
-            cases = solved_cases(conn)
-            latest: dict[str, Any] = {}
-            for cls, states in (("list.suspect", (1, 2, 3)), ("list.repaired", (4,))):
-                uuids = [c["uuid"] for c in cases if c["state"] in states]
-                latest.update((r.uuid, r) for r in fltlog_latest(conn, uuids, cls))
-        sent = 0
-        committed = self.dispatcher.committed_upto["fltlog"]
-        for case in cases:
-            row = latest.get(case["uuid"])
-            if row is None:
-                continue
-            try:
-                ev = row_list(row)
-            except Exception as exc:
-                log.error("fault_replay_decode_failed", uuid=case["uuid"], error=str(exc))
-                continue
-            status = [int(s["status"]) for s in case["suspects"]]
-            if len(status) == len(ev.fault_status):
-                ev = ev.model_copy(update={"fault_status": status})
-            targets = set(self.dispatcher.tree.match_event(ev.cls, [x.cls for x in ev.fault_list]))
-            for r in takers:
-                # An uncommitted event the module has not consumed reaches it
-                # through the ordinary replay already.
-                replayed = row.id > max(committed, r.last_seen["fltlog"])
-                if r in targets and not replayed:
-                    r.queue.put_event(EventItem("fltlog", row.id, ev))
-                    sent += 1
-        if sent:
-            log.info("fault_replay_queued", events=sent)
-
     def _make_runner(self, cls: type[Plugin], name: str, origin: str) -> ModuleRunner | None:
         conf_path = self.paths.plugin_conf(name)
         try:
             conf = parse_conf(conf_path)
             props = Properties.build(cls.properties, conf.setprops)
-            for pattern, origin in conf.subscriptions:
+            for pattern, where in conf.subscriptions:
                 try:
                     validate_pattern(pattern)
                 except ProtocolError as exc:
-                    raise ConfigError(f"{origin}: {exc}") from None
-            for dname, origin in conf.dictionaries:
-                if self.dicts.get(dname) is None:
-                    raise ConfigError(
-                        f"{origin}: unknown dictionary {dname!r} (known: "
-                        f"{', '.join(self.dicts.names())})"
-                    )
+                    raise ConfigError(f"{where}: {exc}") from None
         except ConfigError as exc:
             msg = f"module {name}: {exc}"
             self.load_errors.append(msg)
@@ -403,19 +440,33 @@ class Daemon:
             self._config_defect(name, cls.version, str(exc))
             return None
         dictionaries = list(cls.dictionaries) + [d for d, _ in conf.dictionaries]
+        self._check_dictionaries(name, dictionaries)
         handle = Handle(self.ctx, name, cls.version, props, dictionaries)
         handle.conf_subscriptions = [p for p, _ in conf.subscriptions]
         runner = ModuleRunner(
             cls(),
             handle,
-            EventQueue(self.props.get_int("client.evqlim")),
+            EventQueue(self.props.get_int("client.evqlim"), self.props.get_size("client.evqmem")),
             origin=origin,
             load_overflow=self._load_overflow,
             on_failure=self._module_failed,
+            error_policy=self.props.get_str("client.error"),
         )
         runner.name = name
         handle.runner = runner
         return runner
+
+    def _modules_running(self) -> None:
+        """Tell self-diagnosis which modules loaded, so that the defect cases of
+        modules that failed before this start are repaired (it runs first on
+        self-diagnosis's thread, before any event)."""
+        sd = self.dispatcher.selfdiag
+        if sd is None or not sd.active:
+            return
+        plugin = sd.plugin
+        assert isinstance(plugin, SelfDiagnosis)
+        names = [r.name for r in self.runners.values() if r.active and r is not sd]
+        sd.call(lambda: plugin.modules_running(sd.handle, names))
 
     def _config_defect(self, module: str, version: str, error: str) -> None:
         """Report a module's invalid configuration to self-diagnosis (FMD-8000-3F)."""
@@ -425,25 +476,6 @@ class Daemon:
         plugin = sd.plugin
         assert isinstance(plugin, SelfDiagnosis)
         sd.call(lambda: plugin.config_error(sd.handle, module, version, error))
-
-    def _replay(self) -> None:
-        """Dispatch uncommitted events to the modules that have not seen them."""
-        with self.store.reader() as conn:
-            for log_name, decode in (("fltlog", row_list), ("errlog", row_ereport)):
-                self.dispatcher.set_committed(log_name, queries.frontier(conn, log_name))
-                decoder: Callable[[Any], Any] = decode
-                for row in queries.uncommitted(conn, log_name):
-                    try:
-                        ev = decoder(row)
-                    except Exception as exc:
-                        log.error("replay_decode_failed", log=log_name, id=row.id, error=str(exc))
-                        continue
-                    self.dispatcher.dispatch(log_name, row.id, ev, replay=True)
-                    self.replayed += 1
-        if self.replayed:
-            log.info(
-                "replay_queued", events=self.replayed, partials=self.dispatcher.stats["partials"]
-            )
 
     def _start_transports(self) -> None:
         p = self.props
@@ -456,6 +488,7 @@ class Daemon:
             err_limit=p.get_int("log.errlimit"),
             err_window_ns=p.get_time_ns("log.errwindow"),
             platform=self.platform,
+            health=self.health,
         )
         self.ingest = ingest
         with self.store.reader() as conn:
@@ -512,17 +545,7 @@ class Daemon:
             runner.fail(ModuleError(f"its checkpoint could not be stored: {str(error)[:300]}"))
 
     def _load_overflow(self, refs: list[tuple[str, int]]) -> list[EventItem]:
-        out: list[EventItem] = []
-        with self.store.reader() as conn:
-            err_ids = [i for log_name, i in refs if log_name == "errlog"]
-            flt_ids = [i for log_name, i in refs if log_name == "fltlog"]
-            errs = {r.id: row_ereport(r) for r in queries.events_by_id(conn, err_ids)}
-            flts = {r.id: row_list(r) for r in queries.events_by_id(conn, flt_ids, "fltlog")}
-        for log_name, i in refs:
-            ev = errs.get(i) if log_name == "errlog" else flts.get(i)
-            if ev is not None:
-                out.append(EventItem(log_name, i, ev))
-        return out
+        return load_refs(self.store, refs)
 
     def _gc(self, _timer_id: int, _arg: object) -> None:
         """Ask every module to drop state it no longer needs (every ``gc_interval``)."""
@@ -566,6 +589,10 @@ class Daemon:
                 left = max(0.0, deadline - time.monotonic())
                 if not r.queue.wait_idle(left):
                     return False
+            if self.writer.holding:
+                # The store takes no writes: the modules are idle, and what they
+                # saved is held until it does (waiting for it would be in vain).
+                return False
             self.writer.call(lambda tx: None, timeout=max(1.0, deadline - time.monotonic()))
             if all(len(r.queue) == 0 and not r.queue.busy for r in self.runners.values()):
                 return True
@@ -592,3 +619,14 @@ class Daemon:
         self.store.close()
         self._pidlock.release()
         log.info("fmd_stopped")
+
+
+def _case_of(row: dict[str, Any]) -> Case | None:
+    """A case rebuilt from its stored record and events (None, logged, if unreadable)."""
+    try:
+        case = Case.from_dict(orjson.loads(row["data"]))
+        case.restore_events(row["events"])
+    except (FmdError, ValueError) as exc:
+        log.error("case_restore_failed", uuid=row["uuid"], error=str(exc))
+        return None
+    return case

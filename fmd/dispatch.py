@@ -42,6 +42,7 @@ class ModuleGoneOp:
 
     module: str
     weight: int = 0
+    refusable: bool = False
 
     def apply(self, tx: WriteTxn) -> None:
         return None

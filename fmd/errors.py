@@ -66,6 +66,14 @@ class StoreError(FmdError):
     code = "EFMD_STORE"
 
 
+class StoreRefused(StoreError):
+    """New events were refused because the store cannot take them now (its disk is
+    full or below ``log.minfree``, or the database is not answering); nothing of
+    them was stored, and the sender may send them again later."""
+
+    code = "EFMD_STORE_REFUSED"
+
+
 class ModuleError(FmdError):
     """A module could not be loaded, validated, or failed while running."""
 
@@ -132,3 +140,9 @@ class RetireBackendError(FmdError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class StoreCorrupt(StoreError):
+    """The SQLite database file is damaged (SQLite reports it malformed or not a database)."""
+
+    code = "EFMD_STORE_CORRUPT"

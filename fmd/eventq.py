@@ -5,11 +5,13 @@ writer thread) and drained by the module's own thread, so a slow module never
 stalls ingest.  Items are kept in dispatch order; timeouts and control calls go
 to the head, as in the reference (a timer must not wait behind a backlog).
 
-When a queue holds ``limit`` items, further events are not kept in memory:
-only their ``(log, id)`` references are remembered in an overflow list, and the
-module thread re-reads those events from the store once it has caught up.
-Memory stays bounded and nothing is lost, because an event is committed only
-after every module it was dispatched to has checkpointed past it.
+When a queue holds ``limit`` items, or events of ``max_bytes`` bytes, further
+events are not kept in memory: only their ``(log, id)`` references are
+remembered in an overflow list, and the module thread re-reads those events
+from the store once it has caught up.  Memory stays bounded (by count and by
+bytes, whatever the events' sizes) and nothing is lost, because an event is
+committed only after every module it was dispatched to has checkpointed past
+it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,20 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+
+from fmd.protocol import Ereport
+
+# What a queued fault-log event is counted as (list events are small and made
+# by fmd's own modules; ereports carry their own size).
+LIST_EVENT_SIZE: Final = 4096
+# The default bound on the bytes of events one queue holds in memory.
+DEFAULT_MAX_BYTES: Final = 64 << 20
+
+
+def _size(item: EventItem) -> int:
+    ev = item.event
+    return ev.size if isinstance(ev, Ereport) and ev.size else LIST_EVENT_SIZE
 
 
 @dataclass(slots=True)
@@ -52,8 +67,11 @@ Item = EventItem | TimeoutItem | CallItem
 class EventQueue:
     """A bounded FIFO with an overflow list of event references."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._limit = max(1, limit)
+        self._max_bytes = max(1, max_bytes)
+        # Bytes of the events in _items (timeouts and calls count nothing).
+        self.bytes = 0
         self._items: deque[Item] = deque()
         self._overflow: deque[tuple[str, int]] = deque()
         self._cond = threading.Condition()
@@ -69,12 +87,15 @@ class EventQueue:
 
     def put_event(self, item: EventItem) -> None:
         """Append an event, or only its reference once the queue is full."""
+        size = _size(item)
         with self._cond:
-            if self._overflow or len(self._items) >= self._limit:
+            full = len(self._items) >= self._limit or self.bytes + size > self._max_bytes
+            if self._overflow or full:
                 self._overflow.append((item.log, item.id))
                 self.stats["overflowed"] += 1
             else:
                 self._items.append(item)
+                self.bytes += size
                 self._enq_times.append(time.monotonic_ns())
             self.stats["enqueued"] += 1
             n = len(self._items) + len(self._overflow)
@@ -84,18 +105,36 @@ class EventQueue:
 
     def put_events(self, items: list[EventItem]) -> None:
         """Append many events at once (one lock, one wake-up)."""
+        sizes = [_size(i) for i in items]
         with self._cond:
-            if self._overflow or len(self._items) + len(items) > self._limit:
-                room = 0 if self._overflow else max(0, self._limit - len(self._items))
-                keep, spill = items[:room], items[room:]
+            room = 0 if self._overflow else max(0, self._limit - len(self._items))
+            room = min(room, len(items))
+            budget = self._max_bytes - self.bytes
+            for n in range(room):
+                budget -= sizes[n]
+                if budget < 0:
+                    room = n
+                    break
+            keep, spill = items[:room], items[room:]
+            if spill:
                 self.stats["overflowed"] += len(spill)
                 self._overflow.extend((i.log, i.id) for i in spill)
-            else:
-                keep = items
+            self.bytes += sum(sizes[:room])
             now = time.monotonic_ns()
             self._items.extend(keep)
             self._enq_times.extend([now] * len(keep))
             self.stats["enqueued"] += len(items)
+            n = len(self._items) + len(self._overflow)
+            if n > self.stats["max_len"]:
+                self.stats["max_len"] = n
+            self._cond.notify()
+
+    def put_refs(self, refs: list[tuple[str, int]]) -> None:
+        """Append references to events the module thread reads back from the store
+        (in order, after everything queued before them)."""
+        with self._cond:
+            self._overflow.extend(refs)
+            self.stats["enqueued"] += len(refs)
             n = len(self._items) + len(self._overflow)
             if n > self.stats["max_len"]:
                 self.stats["max_len"] = n
@@ -118,7 +157,10 @@ class EventQueue:
             out: list[Item] = []
             now = time.monotonic_ns()
             while self._items and len(out) < max_items:
-                out.append(self._items.popleft())
+                item = self._items.popleft()
+                if isinstance(item, EventItem):
+                    self.bytes -= _size(item)
+                out.append(item)
                 self.wait_ns += now - self._enq_times.popleft()
             self.busy = True
             return out
@@ -168,6 +210,7 @@ class EventQueue:
                     item.error = RuntimeError("the module is no longer running")
                     item.done.set()
             self._items.clear()
+            self.bytes = 0
             self._enq_times.clear()
             self._overflow.clear()
             self.busy = False

@@ -54,6 +54,17 @@ Semantics:
   ``endhrtime`` send the control event ``resource.fm.fmd.clock.addhrtime``
   with ``delta`` in nanoseconds (``-1`` for ``endhrtime``); they are not marked
   injected.
+
+Limits, so that a few bytes of program cannot expand without bound (each is an
+error at the line that crosses it, and nothing is sent): a program sends at
+most :data:`MAX_EVENTS` events in all (``repeat`` counts included), a
+``repeat`` count and the events it sends are within that bound, an array
+declares at most :data:`MAX_ARRAY` elements, declarations nest (a member of a
+declared type) at most :data:`MAX_DECL_DEPTH` deep and values (``[`` and
+``{``) at most :data:`MAX_VALUE_DEPTH` deep, and a definition's value, with
+every definition it names expanded, encodes to at most :data:`MAX_VALUE_BYTES`
+bytes holding at most :data:`MAX_VALUE_ITEMS` members and elements (what fmd
+accepts in one event).
 """
 
 from __future__ import annotations
@@ -112,10 +123,21 @@ _UNITS: Final = {
 }
 
 _MAX_DELTA: Final = (1 << 63) - 1
-_MAX_COUNT: Final = (1 << 31) - 1
-_MAX_ARRAY: Final = 1 << 20
-_MAX_DEPTH: Final = 32  # nesting of [ ] and { } in one value
+_MAX_SLEEP: Final = (1 << 31) - 1
 _MAX_DIGITS: Final = 40  # refuse absurd numbers before converting them
+
+MAX_EVENTS: Final = 1_000_000
+"""Events one program may send, ``repeat`` counts included."""
+MAX_ARRAY: Final = 4096
+"""Elements an array member may declare (fmd accepts 4096 in one payload)."""
+MAX_DECL_DEPTH: Final = 8
+"""How deep declarations may nest through members of declared types."""
+MAX_VALUE_DEPTH: Final = 32
+"""How deep ``[ ]`` and ``{ }`` may nest in one written value."""
+MAX_VALUE_BYTES: Final = 1 << 20
+"""The encoded size of a definition's value with its definitions expanded (fmd's line limit)."""
+MAX_VALUE_ITEMS: Final = 4096
+"""Members and elements in a definition's expanded value (fmd's payload limit)."""
 
 # -- tokens ---------------------------------------------------------------------
 
@@ -261,6 +283,7 @@ class Decl:
     name: str
     members: tuple[Member, ...]
     line: int
+    depth: int = 1  # 1 + the deepest declaration a member's type names
 
     def describe(self) -> str:
         return f"{self.kind} {self.name}"
@@ -371,6 +394,9 @@ class _Parser:
         self.pos = 0
         self.prog = Program()
         self.errors: list[InjectSyntaxError] = []
+        self.events = 0  # events the commands so far send
+        # (encoded bytes, members and elements) of each definition's value, by id.
+        self.sizes: dict[int, tuple[int, int]] = {}
 
     # -- token helpers
     def peek(self) -> Token:
@@ -450,7 +476,23 @@ class _Parser:
         else:
             cmd = self.command(tok)
             self.expect(";", " after the command")
+            self.count_events(cmd, tok.line)
             self.prog.commands.append(cmd)
+
+    def count_events(self, cmd: Command, line: int) -> None:
+        """Add what ``cmd`` sends to the program's total; past MAX_EVENTS it is an
+        error (reported once)."""
+        if self.events > MAX_EVENTS:
+            return  # already reported
+        if isinstance(cmd, Repeat):
+            self.events += cmd.count
+        elif not isinstance(cmd, Sleep):
+            self.events += 1
+        if self.events > MAX_EVENTS:
+            self.fail(
+                f"the program sends more than {MAX_EVENTS} events; split it into several files",
+                line,
+            )
 
     def declaration(self, kind: DeclKind, line: int) -> None:
         what = "an event class" if kind == "event" else f"a name for the {kind}def"
@@ -473,7 +515,8 @@ class _Parser:
             m.name == "scheme" and m.type.kind == "string" and m.array is None for m in members
         ):
             self.fail(f"fmridef {name} needs a 'string scheme' member", line)
-        self.prog.decls[(kind, name)] = Decl(kind, name, tuple(members), line)
+        depth = 1 + max((m.type.decl.depth for m in members if m.type.decl), default=0)
+        self.prog.decls[(kind, name)] = Decl(kind, name, tuple(members), line, depth)
 
     def member(self) -> Member:
         tok = self.name("a member type")
@@ -494,6 +537,12 @@ class _Parser:
             decl = self.prog.decls.get((kind, ref))
             if decl is None:
                 self.fail(f"{word} {ref} is not declared", tok.line)
+            if decl.depth >= MAX_DECL_DEPTH:
+                self.fail(
+                    f"declarations are nested more than {MAX_DECL_DEPTH} deep "
+                    f"({word} {ref} already nests {decl.depth} deep)",
+                    tok.line,
+                )
             mtype = MemberType(kind, f"{word} {ref}", decl=decl)
         else:
             self.fail(f"unknown member type {word!r}", tok.line)
@@ -503,7 +552,7 @@ class _Parser:
         array: int | None = None
         if self.at("["):
             self.next()
-            array = 0 if self.at("]") else self.number("array size", 1, _MAX_ARRAY)
+            array = 0 if self.at("]") else self.number("array size", 1, MAX_ARRAY)
             self.expect("]")
         self.expect(";", f" after member {name}")
         return Member(name, mtype, array)
@@ -549,12 +598,50 @@ class _Parser:
         raw = self.value(0)
         self.expect(";", " after the definition")
         value = self.build(decl, raw, name)
+        size, items = self.measure(value)
+        if items > MAX_VALUE_ITEMS:
+            self.fail(
+                f"{name}: the value holds {items} members and elements with its definitions "
+                f"expanded; at most {MAX_VALUE_ITEMS}",
+                line,
+            )
+        if size > MAX_VALUE_BYTES:
+            self.fail(
+                f"{name}: the value is {size} bytes with its definitions expanded; "
+                f"at most {MAX_VALUE_BYTES}",
+                line,
+            )
+        # Remembered by identity: later definitions embed this very object.
+        self.sizes[id(value)] = (size, items)
         self.prog.defs[name] = Defn(kind, name, decl, value, line)
+
+    def measure(self, value: Any) -> tuple[int, int]:
+        """The encoded size of a wire value and the members and elements it holds,
+        counting each embedded definition from what was remembered of it (so a
+        value is measured without being expanded)."""
+        known = self.sizes.get(id(value))
+        if known is not None:
+            return known
+        if isinstance(value, dict):
+            size, items = 1 + max(1, len(value)), len(value)  # braces and commas
+            for key, member in value.items():
+                member_size, member_items = self.measure(member)
+                size += len(orjson.dumps(key)) + 1 + member_size
+                items += member_items
+            return size, items
+        if isinstance(value, list):
+            size, items = 1 + max(1, len(value)), len(value)
+            for element in value:
+                element_size, element_items = self.measure(element)
+                size += element_size
+                items += element_items
+            return size, items
+        return len(orjson.dumps(value)), 0
 
     # -- values
     def value(self, depth: int) -> _Raw:
-        if depth > _MAX_DEPTH:
-            self.fail(f"values are nested more than {_MAX_DEPTH} deep")
+        if depth > MAX_VALUE_DEPTH:
+            self.fail(f"values are nested more than {MAX_VALUE_DEPTH} deep")
         tok = self.next()
         if tok.kind == "num":
             return _Raw(tok.line, "num", tok.value)
@@ -657,14 +744,14 @@ class _Parser:
     def command(self, tok: Token) -> Command:
         word = tok.text
         if word == "repeat":
-            count = self.number("repeat count", 0, _MAX_COUNT)
+            count = self.number("repeat count", 0, MAX_EVENTS)
             if self.peek().kind == "name" and self.peek().text == "randomize":
                 return Repeat(tok.line, count, self.randomize(self.next()))
             return Repeat(tok.line, count, Send(tok.line, self.event("an event to repeat")))
         if word == "randomize":
             return self.randomize(tok)
         if word == "sleep":
-            return Sleep(tok.line, self.number("sleep seconds", 0, _MAX_COUNT))
+            return Sleep(tok.line, self.number("sleep seconds", 0, _MAX_SLEEP))
         if word == "addhrtime":
             amount = self.number("addhrtime amount", 0, _MAX_DELTA)
             unit = self.name("a time unit (ns, us, ms, s, m, h, d)")

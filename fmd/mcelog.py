@@ -17,7 +17,8 @@ output) is skipped.  Recognised forms:
 * registers (hex, ``0x`` optional): ``STATUS``, ``MCGSTATUS``, ``MCGCAP``,
   ``ADDR``, ``MISC``, ``TSC``, ``APICID``/``APIC``, ``IPID``, ``SYND``,
   ``PPIN``, ``microcode`` (checked, not kept), ``RIP [!INEXACT!] cs:<ip>``;
-* decimal: ``SOCKETID``/``SOCKET``, ``TIME`` (seconds; gives ``time_ns``);
+* decimal: ``SOCKETID``/``SOCKET``, ``TIME`` (seconds up to 2262-04-11, the
+  end of fmd's 64-bit nanosecond times; gives ``time_ns``);
 * ``PROCESSOR vendor:cpuid`` (Linux vendor number, CPUID leaf 1 EAX in hex) and
   ``CPUID Vendor V Family F Model M`` (decimal).
 
@@ -49,6 +50,9 @@ _DEC: Final = re.compile(r"[0-9]+")
 _RIP: Final = re.compile(r"([0-9a-fA-F]+):<?(?:0[xX])?([0-9a-fA-F]+)>?")
 _U64: Final = (1 << 64) - 1
 _MAX_DIGITS: Final = 40  # refuse absurd numbers before converting them
+_NS_PER_S: Final = 1_000_000_000
+# Event times are signed 64-bit nanoseconds: TIME (seconds) up to 2262-04-11.
+_MAX_TIME_S: Final = ((1 << 63) - 1) // _NS_PER_S
 
 # Linux X86_VENDOR_* numbers, as printed after PROCESSOR.
 _VENDOR_BY_NUMBER: Final = {
@@ -158,7 +162,7 @@ class _Draft:
             )
         time = v.pop("time", None)
         if isinstance(time, int):
-            v["time_ns"] = time * 1_000_000_000
+            v["time_ns"] = time * _NS_PER_S
         try:
             record = McaRecord(**v)  # type: ignore[arg-type]
         except McaError as exc:
@@ -229,7 +233,13 @@ class _Parser:
                     i += 2
             elif tok in _REGISTERS:
                 name, base = _REGISTERS[tok]
-                self.open(lineno).set(name, _number(nxt, base, tok))
+                number = _number(nxt, base, tok)
+                if name == "time" and number > _MAX_TIME_S:
+                    raise _Bad(
+                        f"TIME value {number} is out of range: at most {_MAX_TIME_S} seconds "
+                        "(2262-04-11 UTC)"
+                    )
+                self.open(lineno).set(name, number)
                 i += 2
             elif tok == "RIP":
                 j = i + 1 if at(i + 1) != "!INEXACT!" else i + 2

@@ -15,9 +15,19 @@ Life of a module (:class:`ModuleState`)::
 
 A module runs on its own thread, draining its :class:`~fmd.eventq.EventQueue`
 in batches.  After each batch it checkpoints (SERD engines, buffers, cases,
-progress) through the writer.  An exception from module code marks the module
-FAILED: its queue is dropped, its subscriptions removed, self-diagnosis opens
-a ``defect.sunos.fmd.module`` case, and the daemon goes on.
+progress) through the writer.
+
+Failure boundary (``client.error``, :data:`ERROR_POLICIES`): an exception from
+``recv``, ``timeout`` or a call run on the module's thread fails *that item*
+by default (``event``): it is counted in the module's ``fmd.ev_fail``
+statistic, logged with its traceback once per kind of failure, the cases the
+event opened and left unsolved are discarded, and the module goes on with the
+next event — one bad value can never disable diagnosis.  With ``unload`` the
+module is marked FAILED instead (its queue dropped, its subscriptions removed,
+self-diagnosis opens a ``defect.sunos.fmd.module`` case); with ``stop`` fmd
+also shuts down.  An exception from ``init``, from ``fini`` or while packing a
+checkpoint always fails the module: it cannot make progress.  A failed module
+is loaded afresh at the next start.
 """
 
 from __future__ import annotations
@@ -39,9 +49,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 
 from fmd.config import PropSpec
-from fmd.errors import ModuleError
+from fmd.errors import ConfigError, ModuleError
 from fmd.eventq import CallItem, EventItem, EventQueue, Item, TimeoutItem
+from fmd.log import Once, exception_signature
 from fmd.protocol import ProtocolError, validate_pattern
+from fmd.secure import check_trusted
 
 if TYPE_CHECKING:
     from fmd.api import Handle
@@ -50,6 +62,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger("fmd.module")
 
 ENTRY_POINT_GROUP = "fmd.modules"
+# The statistic (fmstat -m) counting the events, timers and calls that raised.
+EV_FAIL_STAT = "fmd.ev_fail"
+EV_FAIL_DESCRIPTION = "events, timers and requests that raised and were failed alone"
+
+# client.error: what an exception from a module's event, timer or call does.
+POLICY_EVENT = "event"
+POLICY_UNLOAD = "unload"
+POLICY_STOP = "stop"
+ERROR_POLICIES = (POLICY_EVENT, POLICY_UNLOAD, POLICY_STOP)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
@@ -90,6 +111,13 @@ class Plugin:
 
     def fini(self, hdl: Handle) -> None:
         """The module is being unloaded or fmd is shutting down."""
+
+    def replay_isolated(self, hdl: Handle) -> bool:
+        """For a ``replay_faults`` agent, at start-up: must the faults it already
+        isolated be re-sent too?  True (the default) when what it did may have
+        been undone since (the host rebooted); False re-sends only what it has
+        not finished acting on (see :mod:`fmd.replay`)."""
+        return True
 
 
 class ModuleState(enum.StrEnum):
@@ -156,7 +184,12 @@ def _plugins_in_module(mod: Any, origin: str) -> list[type[Plugin]]:
 
 
 def load_file(path: Path) -> PluginSource:
-    """Import a plug-in from a ``.py`` file."""
+    """Import a plug-in from a ``.py`` file, which must be trusted (:mod:`fmd.secure`):
+    a file others could write would run their code as fmd."""
+    try:
+        check_trusted(path, "load plug-in")
+    except ConfigError as exc:
+        raise ModuleError(str(exc)) from None
     modname = f"fmd_plugin_{path.stem.replace('-', '_')}"
     spec = importlib.util.spec_from_file_location(modname, path)
     if spec is None or spec.loader is None:
@@ -172,7 +205,11 @@ def load_file(path: Path) -> PluginSource:
 
 
 def discover(plugin_dirs: Iterable[Path]) -> tuple[list[PluginSource], list[ModuleError]]:
-    """Every plug-in from entry points and plug-in directories, and the load errors."""
+    """Every plug-in from entry points and plug-in directories, and the load errors.
+
+    A plug-in directory or file that others than root and fmd's user could write
+    is not loaded (an error each, see :func:`fmd.secure.check_trusted`).
+    """
     found: list[PluginSource] = []
     errors: list[ModuleError] = []
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -185,6 +222,11 @@ def discover(plugin_dirs: Iterable[Path]) -> tuple[list[PluginSource], list[Modu
             errors.append(ModuleError(f"plug-in {origin}: import failed: {exc}"))
     for d in plugin_dirs:
         if not d.is_dir():
+            continue
+        try:
+            check_trusted(d, "load plug-ins from")
+        except ConfigError as exc:
+            errors.append(ModuleError(str(exc)))
             continue
         for path in sorted(d.glob("*.py")):
             try:
@@ -207,6 +249,7 @@ class ModuleRunner:
         load_overflow: Callable[[list[tuple[str, int]]], list[EventItem]],
         on_failure: Callable[[ModuleRunner, BaseException], None],
         batch: int = 2048,
+        error_policy: str = POLICY_EVENT,
     ) -> None:
         self.plugin = plugin
         self.handle = handle
@@ -223,8 +266,10 @@ class ModuleRunner:
         self._batch = batch
         self._thread: threading.Thread | None = None
         self._fail_lock = threading.Lock()
-        self.stats = {"ev_recv": 0, "ev_acpt": 0, "svc_ns": 0, "busy_ns": 0}
+        self.stats = {"ev_recv": 0, "ev_acpt": 0, "svc_ns": 0, "busy_ns": 0, "ev_fail": 0}
         self.started_ns = time.monotonic_ns()
+        self.error_policy = error_policy
+        self._once = Once()
 
     @property
     def active(self) -> bool:
@@ -315,22 +360,44 @@ class ModuleRunner:
             self.handle.begin_event(item)
             try:
                 self.plugin.recv(self.handle, item.event)
+            except Exception as exc:
+                self.handle.discard_partial()
+                self._item_failed(exc, f"{item.log} event {item.id} ({item.event.cls})")
             finally:
                 self.handle.end_event()
             if item.id > self.last_seen[item.log]:
                 self.last_seen[item.log] = item.id
         elif isinstance(item, TimeoutItem):
             if self.handle.timer_fired(item.timer_id):
-                self.plugin.timeout(self.handle, item.timer_id, item.arg)
+                try:
+                    self.plugin.timeout(self.handle, item.timer_id, item.arg)
+                except Exception as exc:
+                    self._item_failed(exc, f"timer {item.timer_id}")
         else:
             try:
                 item.result = item.fn()
             except Exception as exc:
                 item.error = exc
                 if not isinstance(exc, ModuleError):
-                    raise
+                    self._item_failed(exc, "a request run on the module's thread")
             finally:
                 item.done.set()
+
+    def _item_failed(self, exc: Exception, what: str) -> None:
+        """An event, timer or call raised: fail it alone, or (by policy) the module."""
+        if self.error_policy != POLICY_EVENT:
+            raise exc
+        self.stats["ev_fail"] += 1
+        self.handle.stat(EV_FAIL_STAT, EV_FAIL_DESCRIPTION).incr()
+        if self._once.first(exception_signature(exc)):
+            log.error(
+                "module_event_failed",
+                module=self.name,
+                item=what,
+                error=f"{type(exc).__name__}: {exc}",
+                note="this item failed alone; the module goes on (logged once per kind)",
+                traceback="".join(traceback.format_exception(exc)),
+            )
 
     def _guard(self, fn: Callable[[], None]) -> bool:
         try:

@@ -10,8 +10,11 @@ here::
     <root>/etc/fmd/topology.toml         topology and FRU labels
     <root>/usr/lib/fm/fmd/plugins/       plug-in modules (.py)
     <root>/usr/lib/fm/dict/              fault dictionaries
-    <root>/var/fm/fmd/fmd.db             the SQLite store          (0755 dir)
+    <root>/var/fm/fmd/fmd.db             the SQLite store          (0750 dir, 0640 files)
+    <root>/var/fm/fmd/fmd.log            the log when detached
     <root>/var/run/fmd/{xprt,adm}.sock   sockets, fmd.pid          (0700 dir)
+
+The modes are set explicitly (see :mod:`fmd.secure`), never left to the umask.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmd.errors import ConfigError
+from fmd.errors import ConfigError, FmdError
+from fmd.secure import (
+    CONF_DIR_MODE,
+    CONF_FILE_MODE,
+    RUN_DIR_MODE,
+    STATE_DIR_MODE,
+    check_run_dir,
+    make_dir,
+    open_file,
+)
 
 __all__ = ["Paths", "default_etc_dirs", "resolve_root"]
 
@@ -107,6 +119,11 @@ class Paths:
         return self.var_dir / "fmd.db"
 
     @property
+    def log_file(self) -> Path:
+        """``var/fm/fmd/fmd.log``: the daemon's log when it runs detached."""
+        return self.var_dir / "fmd.log"
+
+    @property
     def log_dir(self) -> Path:
         """``var/fm/fmd``: where rotated logs (``errlog.N``, ``fltlog.N``) are kept."""
         return self.var_dir
@@ -141,16 +158,35 @@ class Paths:
         """``usr/lib/fm/dict``: fault dictionaries."""
         return self.root / "usr" / "lib" / "fm" / "dict"
 
-    def ensure_dirs(self) -> None:
-        """Create ``etc/fmd``, ``var/fm/fmd`` (0755) and ``var/run/fmd`` (0700).
+    def ensure_dirs(self, gid: int | None = None) -> None:
+        """Create the root and ``etc/fmd`` (0755), ``var/fm/fmd`` (0750, group
+        ``gid``) and ``var/run/fmd`` (0700), and check the run directory.
 
-        The run directory is set to 0700 even when it already exists: anyone who
-        can reach the sockets can inject events or repair resources.
+        ``var/fm/fmd`` and ``var/run/fmd`` get their modes even when they exist
+        (an older root, or one made under a lax umask): the state holds hardware
+        details, and anyone who can reach the sockets can inject events or
+        repair resources.  The run directory must be a real directory owned by
+        fmd's user.  Raises :class:`~fmd.errors.FmdError` ("cannot create ...").
         """
-        for directory in (self.etc_dir, self.var_dir):
-            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.run_dir, 0o700)  # mkdir's mode is filtered by the umask
+        make_dir(self.root, CONF_DIR_MODE)
+        make_dir(self.etc_dir, CONF_DIR_MODE)
+        make_dir(self.var_dir, STATE_DIR_MODE, gid, fix_existing=True)
+        make_dir(self.run_dir, RUN_DIR_MODE, fix_existing=True)
+        check_run_dir(self.run_dir)
+
+
+def _copy_new(source: Path, target: Path) -> bool:
+    """Copy ``source`` to ``target`` (mode 0644) unless ``target`` exists; True if copied."""
+    data = source.read_bytes()
+    try:
+        fd = open_file(target, os.O_WRONLY | os.O_EXCL, CONF_FILE_MODE)
+    except FmdError:
+        if os.path.lexists(target):
+            return False  # created meanwhile, or a link: the operator's, left alone
+        raise
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return True
 
 
 def install_default_conf(paths: Paths) -> bool:
@@ -159,22 +195,22 @@ def install_default_conf(paths: Paths) -> bool:
 
     Every line of the shipped files is a comment, so this changes no setting: it
     only puts the documented list of properties where an operator edits them.
+    The copies are 0644 and their directories 0755, whatever the umask.
     """
     shipped_dir = default_etc_dirs() / "fmd"
     # The agents' example files too (all comments as well), each only if absent.
     for example in sorted((shipped_dir / "plugins").glob("*.conf")):
         target = paths.plugin_conf_dir / example.name
-        if not target.exists():
-            paths.plugin_conf_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-            target.write_bytes(example.read_bytes())
-    if paths.conf_file.exists():
+        if not os.path.lexists(target):
+            make_dir(paths.plugin_conf_dir, CONF_DIR_MODE)
+            _copy_new(example, target)
+    if os.path.lexists(paths.conf_file):
         return False
     shipped = shipped_dir / "fmd.conf"
     if not shipped.is_file():
         return False
-    paths.etc_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    paths.conf_file.write_bytes(shipped.read_bytes())
-    return True
+    make_dir(paths.etc_dir, CONF_DIR_MODE)
+    return _copy_new(shipped, paths.conf_file)
 
 
 def default_etc_dirs() -> Path:

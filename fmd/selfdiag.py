@@ -10,10 +10,16 @@ modules.  As in the reference (§12):
   (FMD-8000-2K) naming the module (``fmd:///module/NAME``);
 * ``list.*``, ``ereport.fm.fmd.*``, ``resource.fm.*`` and
   ``resource.sysevent.*`` are dropped silently.
+
+A module that failed (or whose configuration was invalid) is loaded afresh at
+the next start; once it runs again its ``defect.sunos.fmd.module`` and
+``defect.sunos.fmd.config`` cases are repaired (``list.repaired``), so that
+``fmadm faulty`` shows only modules that are really out of service.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fmd.api import Handle
@@ -22,6 +28,8 @@ from fmd.protocol import Ereport, FmdFmri
 
 _SILENT = ("list.", "ereport.fm.fmd.", "resource.fm.", "resource.sysevent.", "ereport.io.ddi.")
 
+
+_MODULE_DEFECTS = frozenset({"defect.sunos.fmd.module", "defect.sunos.fmd.config"})
 
 # Bounds on what self-diagnosis keeps for unsubscribed events.
 MAX_CLASSES = 1024
@@ -72,6 +80,22 @@ class SelfDiagnosis(Plugin):
         )
         hdl.case_solve(case)
         by_class[cls] = case.uuid
+
+    def modules_running(self, hdl: Handle, modules: Iterable[str]) -> int:
+        """Repair the defect cases of modules that are running again; return how many."""
+        running = set(modules)
+        repaired = 0
+        for case in hdl.cases():
+            if case.data.get("module") not in running or not case.is_solved:
+                continue
+            defect = any(s["class"] in _MODULE_DEFECTS for s in case.suspects)
+            if defect and hdl.case_repair(case):
+                repaired += 1
+        if repaired:
+            hdl.stat("recovered", "defect cases repaired because their module runs again").incr(
+                repaired
+            )
+        return repaired
 
     def module_failed(self, hdl: Handle, module: str, version: str, error: str) -> None:
         """Open and solve a ``defect.sunos.fmd.module`` case for a failed module."""

@@ -39,6 +39,7 @@ from fmd.errors import EventRejected, FmdError
 from fmd.mca import McaRecord, decode, memory_class
 from fmd.mca_amd import amd_overlay
 from fmd.protocol import EnaGenerator, Ereport, parse_ena, parse_time, utc_iso
+from fmd.protocol.limits import MAX_PHYSADDR
 from fmd.topo import Platform
 
 # JSON member -> McaRecord field, for the integer registers and ids.
@@ -68,26 +69,31 @@ def _int(name: str, value: object) -> int:
 
 
 def record_from_json(obj: Mapping[str, Any]) -> McaRecord:
-    """An :class:`McaRecord` from the ``mca`` object of a wire line."""
+    """An :class:`McaRecord` from the ``mca`` object of a wire line.
+
+    A member that is ``null`` counts as absent.  Every problem is an
+    :class:`EventRejected` naming the member.
+    """
     unknown = sorted(set(obj) - set(_INT_FIELDS) - {"vendor", "time"})
     if unknown:
         raise EventRejected(f"mca: unknown members {', '.join(unknown)}")
+    present = {k: v for k, v in obj.items() if v is not None}
     for required in ("bank", "status"):
-        if required not in obj:
+        if required not in present:
             raise EventRejected(f"mca: missing member {required!r}")
     fields: dict[str, Any] = {
-        _INT_FIELDS[k]: _int(k, v) for k, v in obj.items() if k in _INT_FIELDS and v is not None
+        _INT_FIELDS[k]: _int(k, v) for k, v in present.items() if k in _INT_FIELDS
     }
-    vendor = obj.get("vendor")
+    vendor = present.get("vendor")
     if vendor is not None:
         if not isinstance(vendor, str):
             raise EventRejected("mca member 'vendor' must be a string")
         fields["vendor"] = vendor
-    if obj.get("time") is not None:
-        fields["time_ns"] = parse_time(obj["time"])
+    if "time" in present:
+        fields["time_ns"] = parse_time(present["time"])
     try:
         return McaRecord(**fields)
-    except FmdError as exc:
+    except (FmdError, TypeError, ValueError) as exc:
         raise EventRejected(f"mca: {exc}") from None
 
 
@@ -131,7 +137,9 @@ def mca_ereport(
     payload["cpuid"] = cpu
     cls = decoded.ereport_class
     mem = memory_class(decoded)
-    if mem is not None and decoded.physaddr is not None:
+    # An address beyond what x86-64 can address is not usable (a corrupt or
+    # misread ADDR): the record is kept, as a non-memory ereport.
+    if mem is not None and decoded.physaddr is not None and decoded.physaddr <= MAX_PHYSADDR:
         cls = mem
         payload["physaddr"] = decoded.physaddr
         rank = platform.decode_address(decoded.physaddr)

@@ -25,14 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 
 from fmd.clock import Clock, SimulatedClock
-from fmd.errors import EventRejected
-from fmd.log import RateLimiter
+from fmd.errors import EventRejected, StoreRefused
+from fmd.log import Once, RateLimiter
+from fmd.log import exception_signature as _signature
 from fmd.protocol import EnaGenerator, Ereport, decode_line, ereport_from_decoded
 from fmd.store import WriteTxn
-from fmd.store.codec import ereport_row
+from fmd.store.codec import ROW_OVERHEAD, ereport_row
+from fmd.store.health import StoreHealth
 from fmd.telemetry import mca_ereport
 from fmd.topo import Platform
 
@@ -42,6 +45,12 @@ CLOCK_CLASS = "resource.fm.fmd.clock.addhrtime"
 # The delta of fminject's "endhrtime": advance past every installed timer.
 END_OF_TIME = -1
 CONTROL_PREFIX = "resource.fm.fmd.clock."
+
+# Transport states shown by fmstat -t: running, or refusing new events because
+# the store cannot take them (see fmd.store.health).
+STATE_RUN = "run"
+STATE_REFUSING = "refuse"
+_REFUSED = "store refused"
 
 Done = Callable[[BaseException | None], None]
 
@@ -58,7 +67,7 @@ class XprtStats:
     failed: int = 0
     bytes: int = 0
     clients: int = 0
-    state: str = "run"
+    state: str = STATE_RUN
     reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -80,6 +89,7 @@ class IngestOp:
     """Ereports to store in one go; ``done`` fires after the commit."""
 
     __slots__ = ("events", "offset", "on_done", "published", "rows", "weight")
+    refusable = True
 
     def __init__(
         self,
@@ -102,6 +112,8 @@ class IngestOp:
                 ev.id = row[0] = first + i
             tx.insert_errlog(self.rows)
             self.published = [("errlog", ev.id, ev) for ev in self.events]  # type: ignore[misc]
+            for ev in self.events:
+                ev.payload_text = None  # in the row now; the modules need only the dict
         if self.offset is not None:
             tx.set_offset(*self.offset)
 
@@ -113,6 +125,7 @@ class ClockOp:
     """Advance the simulated clock once everything submitted before it is stored."""
 
     weight = 0
+    refusable = True
 
     def __init__(
         self,
@@ -156,8 +169,10 @@ class Ingest:
         err_limit: int,
         err_window_ns: int,
         platform: Platform | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         self._submit = submit
+        self.health = health if health is not None else StoreHealth(None, 0)
         self.platform = platform
         self.clock = clock
         self._kick = kick_timers
@@ -165,6 +180,7 @@ class Ingest:
         self.max_line = max_line
         self.ena = EnaGenerator()
         self._limiter = RateLimiter(err_limit, err_window_ns, clock.now_ns)
+        self._once = Once()
         self._lock = threading.Lock()
         self.transports: dict[str, XprtStats] = {}
 
@@ -195,11 +211,31 @@ class Ingest:
             if cls is None and "mca" in obj:
                 if self.platform is None:
                     raise EventRejected("raw MCA records need a platform (topology)")
-                return mca_ereport(obj, self.platform, now_ns=now, ena_gen=self.ena)
-            return ereport_from_decoded(obj, now, self.ena)
+                ev = mca_ereport(obj, self.platform, now_ns=now, ena_gen=self.ena)
+            else:
+                ev = ereport_from_decoded(obj, now, self.ena)
+            # Encoded here, per line, so that a payload the store cannot take
+            # fails this line alone and not the batch it would have joined.
+            ev.payload_text = orjson.dumps(ev.payload).decode()
+            ev.size = len(line) + ROW_OVERHEAD
+            return ev
         except EventRejected as exc:
             self.rejected(stats, exc)
             raise
+        except Exception as exc:
+            # A defect of fmd's own decoding: the sender is told, the line is
+            # counted, and the rest of the stream goes on.  Logged with its
+            # traceback once per kind of failure.
+            if self._once.first(_signature(exc)):
+                log.error(
+                    "event_decode_failed",
+                    xprt=stats.name,
+                    error=f"{type(exc).__name__}: {exc}",
+                    exc_info=exc,
+                )
+            wrapped = EventRejected(f"cannot decode this line: {type(exc).__name__}: {exc}")
+            self.rejected(stats, wrapped)
+            raise wrapped from None
 
     def _check_control(self, obj: dict[str, Any]) -> dict[str, Any]:
         if obj["class"] != CLOCK_CLASS:
@@ -236,7 +272,20 @@ class Ingest:
         on_done: Done,
         offset: tuple[str, str, int] | None = None,
     ) -> None:
-        """Store ``events``; ``on_done(error)`` runs after the commit."""
+        """Store ``events``; ``on_done(error)`` runs after the commit.
+
+        While the store cannot take new events (its disk is full or below
+        ``log.minfree``, or the database is not answering) they are refused at
+        once with :class:`~fmd.errors.StoreRefused`, so the sender hears why.
+        """
+        refusal = self.health.refusal()
+        self._show_refusal(stats, refusal)
+        if refusal is not None and events:
+            stats.failed += len(events)
+            stats.reasons[_REFUSED] = stats.reasons.get(_REFUSED, 0) + len(events)
+            self.health.refused += len(events)
+            on_done(StoreRefused(refusal))
+            return
         now = self.clock.now_ns()
         rows = [ereport_row(ev, recv_ns=now, xprt=stats.name) for ev in events]
 
@@ -248,6 +297,22 @@ class Ingest:
             on_done(error)
 
         self._submit(IngestOp(events, rows, finished, offset))
+
+    @staticmethod
+    def _show_refusal(stats: XprtStats, refusal: str | None) -> None:
+        if refusal is not None and stats.state == STATE_RUN:
+            stats.state = STATE_REFUSING
+        elif refusal is None and stats.state == STATE_REFUSING:
+            stats.state = STATE_RUN
+
+    def transport_stats(self) -> list[dict[str, Any]]:
+        """Every transport's counters, its state brought up to date with the store's."""
+        refusal = self.health.refusal()
+        with self._lock:
+            stats = list(self.transports.values())
+        for st in stats:
+            self._show_refusal(st, refusal)
+        return [st.as_dict() for st in stats]
 
     def control(self, obj: dict[str, Any], on_done: Done) -> None:
         """Queue a control event in order with the events around it."""

@@ -48,9 +48,12 @@ def make_fake_sysfs(root: Path, cpus: int = 16, hotplug_cpu0: bool = False) -> P
     return root
 
 
-def make_fake_procfs(root: Path, poisoned_pfns: Iterable[int] = (), frames: int = 1024) -> Path:
+def make_fake_procfs(
+    root: Path, poisoned_pfns: Iterable[int] = (), frames: int = 1024, boot: str = "boot-1"
+) -> Path:
     """Create ``root/kpageflags`` for ``frames`` page frames, those in
-    ``poisoned_pfns`` flagged HWPOISON.  Returns ``root`` (the procfs root)."""
+    ``poisoned_pfns`` flagged HWPOISON, and the kernel's boot id ``boot``.
+    Returns ``root`` (the procfs root)."""
     poisoned = set(poisoned_pfns)
     frames = max([frames, *(p + 1 for p in poisoned)])
     words = bytearray()
@@ -59,7 +62,15 @@ def make_fake_procfs(root: Path, poisoned_pfns: Iterable[int] = (), frames: int 
         words += flags.to_bytes(8, "little")
     root.mkdir(parents=True, exist_ok=True)
     (root / "kpageflags").write_bytes(bytes(words))
+    reboot(root, boot)
     return root
+
+
+def reboot(procfs: Path, boot: str) -> None:
+    """Give the fake kernel a new boot id, as a reboot does."""
+    random = procfs / "sys" / "kernel" / "random"
+    random.mkdir(parents=True, exist_ok=True)
+    (random / "boot_id").write_text(f"{boot}\n")
 
 
 def make_fake_debugfs(root: Path) -> Path:

@@ -197,3 +197,63 @@ def test_foreign_case_is_refused() -> None:
     case = other.case_open()
     with pytest.raises(ModuleApiError, match="not one of its cases"):
         hdl.case_solve(case)
+
+
+def solved_case(hdl: Handle, event_id: int) -> Any:
+    """A solved case holding ``event_id``, as a stored copy (its to_dict round trip)."""
+    from fmd.case import Case
+
+    case = hdl.case_open()
+    hdl.case_add_ereport(case, ereport(event_id))
+    hdl.case_add_suspect(case, hdl.create_fault("defect.sunos.fmd.nosub", 100))
+    hdl.case_solve(case)
+    stored = Case.from_dict(orjson.loads(orjson.dumps(case.to_dict(include_events=False))))
+    stored.restore_events([event_id])
+    return stored
+
+
+def test_diagnosed_cases_are_restored_lazily() -> None:
+    """A restored case given by uuid is counted at once and read from the store only
+    when the module first asks for it, once."""
+    origin, _, _ = make_handle()
+    stored = solved_case(origin, 5)
+    hdl, _, _ = make_handle()
+    loads: list[str] = []
+
+    def load(uuid: str) -> Any:
+        loads.append(uuid)
+        return stored if uuid == stored.uuid else None
+
+    hdl._ctx.load_case = load
+    hdl.restore(None, [], unloaded=[stored.uuid, "gone"])
+    assert hdl.open_cases == 2
+    assert loads == []
+    case = hdl.case_get(stored.uuid)
+    assert case is stored
+    assert hdl.case_get(stored.uuid) is stored
+    assert hdl.case_get("gone") is None
+    assert loads == [stored.uuid, "gone"]
+    assert hdl.open_cases == 1
+    assert hdl.case_repair(case)
+
+
+def test_event_state_asks_the_store_for_unloaded_cases() -> None:
+    """An event held by a case not yet read back is DIAGNOSED if the stored case is
+    solved; the store is asked only about the module's unloaded cases."""
+    origin, _, _ = make_handle()
+    stored = solved_case(origin, 9)
+    hdl, _, _ = make_handle()
+    hdl._ctx.cases_holding = lambda eid, module: [(stored.uuid, 1)] if eid == 9 else []
+    hdl.restore(None, [], unloaded=[stored.uuid])
+    assert hdl.event_state(9) == schema.STATE_DIAGNOSED
+    assert hdl.event_state(10) is None
+
+
+def test_cases_reads_every_unloaded_case() -> None:
+    """cases() returns the lazily restored cases too."""
+    origin, _, _ = make_handle()
+    stored = solved_case(origin, 3)
+    hdl, _, _ = make_handle()
+    hdl._ctx.load_case = lambda uuid: stored
+    hdl.restore(None, [], unloaded=[stored.uuid])
+    assert [c.uuid for c in hdl.cases()] == [stored.uuid]

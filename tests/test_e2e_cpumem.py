@@ -115,3 +115,29 @@ def test_restart_keeps_serd_counts(root: Path, fmd_factory: list[FmdProcess]) ->
     assert [e["count"] for e in fmd.adm("serd", module="cpumem-diagnosis")] == [3]
     fmd.send_lines([icache(13, T0 + 3 * HOUR)])
     assert [f["fault-list"][0]["location"] for f in diagnoses(fmd)] == ["CPU 3"]
+
+
+@pytest.mark.parametrize("restart", ["stop", "kill"])
+def test_diagnosed_case_is_joined_and_repaired_after_a_restart(
+    root: Path, fmd_factory: list[FmdProcess], restart: str
+) -> None:
+    """After a restart (clean or SIGKILL) the diagnosed case, restored lazily, still
+    takes later errors on its strand and can be repaired by its label."""
+    fmd = start(root, fmd_factory)
+    fmd.send_lines(icache(13, T0 + i * HOUR) for i in range(4))
+    [fault] = diagnoses(fmd)
+    if restart == "stop":
+        assert fmd.stop() == 0
+    else:
+        fmd.kill()
+    fmd.start()
+    fmd.send_lines([icache(13, T0 + 5 * HOUR)])
+    assert diagnoses(fmd) == [fault]
+    joined = [
+        s for s in fmd.adm("module.stats", module="cpumem-diagnosis") if s["name"] == "joined"
+    ]
+    assert [s["value"] for s in joined] == [1]
+    out = fmd.cli("fmadm", "replaced", "CPU 3")
+    assert out.returncode == 0, out.stderr
+    fmd.quiesce()
+    assert [e["event"] for e in fmd.fltlog_json()][-2:] == ["Repaired", "Resolved"]

@@ -181,6 +181,22 @@ def test_reset_one_serd_engine(root: Path, fmd_factory: list[FmdProcess]) -> Non
     assert bad.returncode == 1 and "has no SERD engine 'nope'" in bad.stderr
 
 
+def test_ids_continue_after_everything_was_rotated(
+    root: Path, fmd_factory: list[FmdProcess]
+) -> None:
+    """When rotation moved every event out of the live log, a restarted fmd still
+    numbers new events above the archived ones, so fmdump shows them all."""
+    fmd = start(root, fmd_factory, ("counter",))
+    fmd.send_lines([{"class": "ereport.count.x", "n": i} for i in range(3)])
+    fmd.quiesce()
+    assert fmd.cli("fmadm", "rotate", "errlog").returncode == 0
+    assert fmd.stop() == 0
+    fmd.start()
+    fmd.send_lines([{"class": "ereport.count.x", "n": 3}])
+    fmd.quiesce()
+    assert [e["n"] for e in fmd.errlog_json()] == [0, 1, 2, 3]
+
+
 def test_rotate_errlog_keeps_every_event_visible(root: Path, fmd_factory: list[FmdProcess]) -> None:
     """After 'fmadm rotate errlog' the settled events are in errlog.0 and fmdump -e
     still prints each event once."""

@@ -22,6 +22,7 @@ from tests.retire_fakes import (
     make_fake_procfs,
     make_fake_sysfs,
     read_cpu_online,
+    reboot,
     xen_calls,
 )
 
@@ -150,24 +151,52 @@ def test_fault_isolate_replace_resolve(
         assert f"{uuid} GMCA-8000-Q7 {word}" in plain.stdout or word in plain.stdout
 
 
-def test_retired_cpu_is_offlined_again_after_a_reboot(
+def offlined_then_stopped(
     root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]
-) -> None:
-    """A reboot brings the CPU back online; the next fmd start offlines it again,
-    without logging the isolation a second time."""
+) -> tuple[FmdProcess, Path, Path]:
+    """fmd with the linux backend on a fake sysfs and procfs, stopped after offlining
+    cpu 13 for icache errors; returns it with the sysfs and procfs roots."""
     sysfs = make_fake_sysfs(tmp_path / "sys", cpus=16)
-    conf(root, "cpumem-retire", ["setprop backend linux", f"setprop sysfs_root {sysfs}"])
+    procfs = make_fake_procfs(tmp_path / "proc")
+    conf(
+        root,
+        "cpumem-retire",
+        ["setprop backend linux", f"setprop sysfs_root {sysfs}", f"setprop procfs_root {procfs}"],
+    )
     fmd = FmdProcess(root, props={"platform": "sim"}).start()
     fmd_factory.append(fmd)
     fmd.send_lines(icache(CPU, T0 + i * HOUR) for i in range(4))
     fmd.quiesce()
     assert read_cpu_online(sysfs, CPU) == "0"
     assert fmd.stop() == 0
+    return fmd, sysfs, procfs
+
+
+def test_retired_cpu_is_offlined_again_after_a_reboot(
+    root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]
+) -> None:
+    """A reboot (a new boot id) brings the CPU back online; the next fmd start
+    offlines it again, without logging the isolation a second time."""
+    fmd, sysfs, procfs = offlined_then_stopped(root, tmp_path, fmd_factory)
     (sysfs / "devices" / "system" / "cpu" / f"cpu{CPU}" / "online").write_text("1\n")
+    reboot(procfs, "boot-2")
     fmd.start()
     fmd.quiesce()
     assert read_cpu_online(sysfs, CPU) == "0"
     assert [e["event"] for e in fmd.fltlog_json()] == ["Diagnosed", "Isolated"]
+
+
+def test_plain_restart_resends_no_isolated_fault(
+    root: Path, tmp_path: Path, fmd_factory: list[FmdProcess]
+) -> None:
+    """Without a reboot (same boot id), a restart of fmd does not re-send faults it
+    already isolated: a CPU an operator brought back online by hand stays online."""
+    fmd, sysfs, _procfs = offlined_then_stopped(root, tmp_path, fmd_factory)
+    (sysfs / "devices" / "system" / "cpu" / f"cpu{CPU}" / "online").write_text("1\n")
+    fmd.start()
+    fmd.quiesce()
+    assert read_cpu_online(sysfs, CPU) == "1"
+    assert stat_value(fmd, "cpumem-retire", "cpu_flts") == 0
 
 
 def test_agent_loaded_later_retires_open_diagnoses(
@@ -271,3 +300,9 @@ def test_page_unretire_is_retried_at_the_next_start(
     fmd.start()
     fmd.quiesce()
     assert [e["event"] for e in fmd.fltlog_json() if e["uuid"] == uuid][-1] == "Resolved"
+
+
+def stat_value(fmd: FmdProcess, module: str, name: str) -> int:
+    return next(
+        int(s["value"]) for s in fmd.adm("module.stats", module=module) if s["name"] == name
+    )

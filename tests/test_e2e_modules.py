@@ -119,9 +119,54 @@ def test_config_lists_active_modules(root: Path, fmd_factory: list[FmdProcess]) 
     ]
 
 
-def test_failing_module_is_isolated(root: Path, fmd_factory: list[FmdProcess]) -> None:
-    """A module whose recv raises is failed and diagnosed (FMD-8000-2K); the others go on."""
+def test_failing_event_fails_alone(root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """By default an event whose recv raises fails alone: it is counted in fmd.ev_fail
+    (fmstat -m) and logged once, and the module stays active for the next events."""
     fmd = start(root, fmd_factory, ["counter", "crashy"])
+    send(fmd, [{"class": "ereport.boom.a"}, {"class": "ereport.boom.b"}])
+    fmd.quiesce()
+    send(fmd, [{"class": "ereport.boom.c"}])
+    fmd.quiesce()
+
+    assert LAYOUT % ("crashy", "1.0", "active", "Crashing test module") in config_rows(fmd)
+    assert stat(fmd, "crashy", "fmd.ev_fail") == 3
+    assert module_row(fmd, "crashy")["ev_recv"] == 3
+    out = fmd.cli("fmstat", "-m", "crashy")
+    assert "fmd.ev_fail" in out.stdout and " 3 " in out.stdout
+    logged = [line for line in fmd.stderr().splitlines() if "module_event_failed" in line]
+    assert len(logged) == 1
+    assert "deliberate failure on ereport.boom.a" in logged[0]
+    assert [f for f in fmd.fltlog_json() if f["fault-list"][0]["class"].startswith("defect")] == []
+
+
+def test_failed_module_runs_again_after_a_restart(
+    root: Path, fmd_factory: list[FmdProcess]
+) -> None:
+    """With client.error=unload a raising module is failed; after a restart it is active
+    again and its defect case is repaired, so fmadm faulty no longer lists it."""
+    fmd = start(root, fmd_factory, ["crashy"], **{"client.error": "unload"})
+    send(fmd, [{"class": "ereport.boom.a"}])
+    fmd.quiesce()
+    assert LAYOUT % ("crashy", "1.0", "failed", "Crashing test module") in config_rows(fmd)
+    assert "defect.sunos.fmd.module" in fmd.cli("fmadm", "faulty").stdout
+    fmd.stop()
+
+    fmd.start()
+    fmd.quiesce()
+    assert LAYOUT % ("crashy", "1.0", "active", "Crashing test module") in config_rows(fmd)
+    assert "defect.sunos.fmd.module" not in fmd.cli("fmadm", "faulty").stdout
+    events = [(f["class"], f["fault-list"][0]["class"]) for f in fmd.fltlog_json()]
+    assert events == [
+        ("list.suspect", "defect.sunos.fmd.module"),
+        ("list.repaired", "defect.sunos.fmd.module"),
+        ("list.resolved", "defect.sunos.fmd.module"),
+    ]
+
+
+def test_failing_module_is_isolated(root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """With client.error=unload a module whose recv raises is failed and diagnosed
+    (FMD-8000-2K); the others go on."""
+    fmd = start(root, fmd_factory, ["counter", "crashy"], **{"client.error": "unload"})
     send(fmd, [{"class": "ereport.count.a"}, {"class": "ereport.boom.a"}])
     fmd.quiesce()
     send(fmd, [{"class": "ereport.count.b"}, {"class": "ereport.count.c"}])

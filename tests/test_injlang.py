@@ -266,7 +266,7 @@ def test_value_type_errors(body: str, message: str) -> None:
             "evdef ereport.t { enum e x; };",
             (1, "enum e is not declared (give its names: enum e {A, B})"),
         ),
-        ("evdef ereport.t { uint8_t a[0]; };", (1, "array size 0 is out of range (1 to 1048576)")),
+        ("evdef ereport.t { uint8_t a[0]; };", (1, "array size 0 is out of range (1 to 4096)")),
         ("event ereport.t e = { };", (1, "event ereport.t is not declared")),
         (
             "evdef ereport.t { };\nevent ereport.t e = { };\nevent ereport.t e = { };",

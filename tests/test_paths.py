@@ -139,15 +139,21 @@ def mode(path: Path) -> int:
 
 
 def test_ensure_dirs_creates_with_modes(tmp_path: Path) -> None:
-    """ensure_dirs makes etc/fmd, var/fm/fmd (0755) and var/run/fmd (0700)."""
-    old = os.umask(0o022)
+    """ensure_dirs makes the root and etc/fmd (0755), var/fm/fmd (0750) and
+    var/run/fmd (0700), whatever the umask."""
+    old = os.umask(0o000)
     try:
         p = Paths(tmp_path / "root")
         p.ensure_dirs()
         p.ensure_dirs()  # idempotent
     finally:
         os.umask(old)
-    assert (p.etc_dir.is_dir(), mode(p.var_dir), mode(p.run_dir)) == (True, 0o755, 0o700)
+    assert (mode(p.root), mode(p.etc_dir), mode(p.var_dir), mode(p.run_dir)) == (
+        0o755,
+        0o755,
+        0o750,
+        0o700,
+    )
 
 
 def test_ensure_dirs_tightens_existing_run_dir(tmp_path: Path) -> None:

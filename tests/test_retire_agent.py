@@ -142,10 +142,15 @@ def cpu_fault(cpuid: int = 13, cls: str = "fault.cpu.generic-x86.l1icache") -> S
     )
 
 
-def chip_fault(chip: int) -> Suspect:
+def chip_fault(chip: int, *, asru: bool = True) -> Suspect:
     chip_fmri = HcFmri(hc_list=(("motherboard", "0"), ("chip", str(chip))))
     return Suspect.model_validate(
-        {"class": "fault.cpu.generic-x86.l2cache", "certainty": 100, "resource": chip_fmri}
+        {
+            "class": "fault.cpu.generic-x86.l2cache",
+            "certainty": 100,
+            "resource": chip_fmri,
+            "asru": chip_fmri if asru else None,
+        }
     )
 
 
@@ -226,10 +231,80 @@ def test_cpu_fault_offlines_the_strand_and_closes(agent: Agent) -> None:
 
 
 def test_chip_fault_offlines_every_strand_of_the_chip(agent: Agent) -> None:
-    """A fault whose resource is a whole chip offlines its four strands."""
+    """A fault whose resource and ASRU are a whole chip offlines its four strands."""
     agent.send(list_event("list.suspect", [chip_fault(2)]))
     assert [c[1].cpuid for c in agent.backend.calls] == [8, 9, 10, 11]
     assert agent.closed == ["u-1"]
+
+
+def test_fault_without_a_cpu_asru_offlines_nothing(agent: Agent) -> None:
+    """A CPU fault whose suspect names no ASRU takes nothing out of service."""
+    agent.send(list_event("list.suspect", [chip_fault(2, asru=False)]))
+    assert agent.backend.calls == []
+    assert agent.closed == []
+    assert agent.responses() == [(0, "none", False)]
+    assert agent.stat("bad_flts") == 1
+
+
+def test_resource_wider_than_the_asru_is_refused(agent: Agent) -> None:
+    """A suspect whose resource is a chip but whose ASRU is one strand is refused:
+    the agent never acts on more than the ASRU names."""
+    suspect = chip_fault(2).model_copy(update={"asru": CpuFmri(cpuid=9)})
+    agent.send(list_event("list.suspect", [suspect]))
+    assert agent.backend.calls == []
+    assert agent.stat("cpu_refused") == 1
+    [detail] = [r["detail"] for r in agent.hdl._out.responses]
+    assert detail.startswith(
+        "refused: the resource hc:///motherboard=0/chip=2 covers cpu(s) 8, 10-11"
+    )
+
+
+def test_whole_machine_fault_is_refused(agent: Agent) -> None:
+    """A fault naming the motherboard (every CPU) would leave no CPU online: refused."""
+    board = HcFmri(hc_list=(("motherboard", "0"),))
+    suspect = Suspect.model_validate(
+        {
+            "class": "fault.cpu.generic-x86.l2cache",
+            "certainty": 100,
+            "resource": board,
+            "asru": board,
+        }
+    )
+    agent.send(list_event("list.suspect", [suspect]))
+    assert agent.backend.calls == []
+    assert agent.closed == []
+    [detail] = [r["detail"] for r in agent.hdl._out.responses]
+    assert detail == "refused: offlining cpu(s) 0-15 would leave no CPU online"
+
+
+def test_offline_share_is_capped_by_max_offline_pct(agent: Agent) -> None:
+    """Two chips (8 of 16 CPUs) may go offline under the default 50%; a third is refused
+    and the reason recorded for fmadm faulty."""
+    for chip in (0, 1, 2):
+        agent.send(list_event("list.suspect", [chip_fault(chip)], uuid=f"u-{chip}"))
+    assert sorted(c[1].cpuid for c in agent.backend.calls) == list(range(8))
+    assert agent.closed == ["u-0", "u-1"]
+    assert agent.stat("cpu_refused") == 1
+    refused = [r for r in agent.hdl._out.responses if not r["ok"]]
+    assert [(r["uuid"], r["action"], r["detail"]) for r in refused] == [
+        (
+            "u-2",
+            "offline",
+            "refused: offlining cpu(s) 8-11 would leave 12 of 16 CPUs offline, more than "
+            "max_offline_pct=50%",
+        )
+    ]
+
+
+def test_cpus_already_offline_count_towards_the_cap(agent: Agent) -> None:
+    """CPUs offline for any reason count: with 7 offline, one more strand fits under
+    50% and a second does not."""
+    agent.backend.offline.update(range(7))
+    agent.send(list_event("list.suspect", [cpu_fault(13)], uuid="a"))
+    agent.send(list_event("list.suspect", [cpu_fault(14)], uuid="b"))
+    assert [c[1].cpuid for c in agent.backend.calls] == [13]
+    assert agent.closed == ["a"]
+    assert agent.stat("cpu_refused") == 1
 
 
 def test_cpu_scheme_asru_without_topology_is_logical(agent: Agent) -> None:

@@ -13,6 +13,17 @@ action by fault class and ASRU:
 * anything else (DIMM, bank, bus, ...) and suspects with ``retire=false``:
   no action (counted in ``nop_flts``).
 
+Safety (what one diagnosis may take away from the host): a CPU action covers
+exactly the strands of the suspect's resource, and never more than its ASRU
+names (a ``cpu`` ASRU: that one strand; an hc ASRU: the strands under it); a
+suspect without a CPU ASRU, or whose resource is wider than its ASRU, is
+refused.  Before offlining, the agent counts the host's CPUs (from the
+topology) and which are online (from the backend; a CPU whose state cannot be
+told counts as offline): it never offlines the last online CPU, nor takes the
+number of offline CPUs above ``max_offline_pct`` percent of them.  A refusal is
+recorded as the suspect's response ("refused: ..."), so ``fmadm faulty`` says
+why the CPU is still in service, and counted in ``cpu_refused``.
+
 When the case had at least one action and every action succeeded, the agent
 closes the case (``fmd_case_uuclose``): fmd marks the ASRUs unusable and logs
 ``list.isolated``.  A case with no action at all is left open: nothing was
@@ -62,6 +73,7 @@ from fmd.protocol import (
     HcFmri,
     ListEvent,
     MemFmri,
+    Pairs,
     Suspect,
 )
 
@@ -111,6 +123,9 @@ class _Pending:
     # suspect index -> "pending", "done" or "failed"
     states: dict[int, str] = field(default_factory=dict)
     timers: set[int] = field(default_factory=set)
+    # Every suspect acted on was already out of service (a fault re-sent after a
+    # reboot): the case is closed already and need not be closed again.
+    isolated: bool = False
 
 
 class CpumemRetire(Plugin):
@@ -151,6 +166,14 @@ class CpumemRetire(Plugin):
         PropSpec("cpu_online_enable", PropType.BOOL, "true", "Online CPUs once repaired."),
         PropSpec("page_retire_enable", PropType.BOOL, "true", "Retire pages found faulty."),
         PropSpec("page_unretire_enable", PropType.BOOL, "true", "Unretire repaired pages."),
+        PropSpec(
+            "max_offline_pct",
+            PropType.UINT32,
+            "50",
+            "The most CPUs, as a percentage of all of the host's CPUs, that may be offline "
+            "after an offline; an offline that would exceed it (or leave no CPU online) is "
+            "refused and the refusal shown by fmadm faulty.",
+        ),
         PropSpec("cpu_tries", PropType.UINT32, "10", "Attempts to offline a busy CPU."),
         PropSpec("cpu_delay", PropType.TIME, "1sec", "Delay between CPU offline attempts."),
         PropSpec(
@@ -172,6 +195,7 @@ class CpumemRetire(Plugin):
         ("cpu_repairs", "CPUs brought back online"),
         ("cpu_fails", "CPU offline or online failures"),
         ("cpu_supp", "CPU actions suppressed by configuration"),
+        ("cpu_refused", "CPU offlines refused by the safety limits or the ASRU's scope"),
         ("page_flts", "page faults resolved by retiring"),
         ("page_repairs", "pages unretired"),
         ("page_fails", "page retire or unretire failures"),
@@ -185,6 +209,7 @@ class CpumemRetire(Plugin):
     def init(self, hdl: Handle) -> None:
         for name, desc in self._STATS:
             hdl.stat(name, desc)
+        self.cpus = self._known_cpus(hdl)
         self.backend: RetireBackend = make_backend(
             str(hdl.prop("backend")),
             engine=hdl.store_engine if hdl.prop("backend") == "sim" else None,
@@ -196,7 +221,7 @@ class CpumemRetire(Plugin):
             xen_hptool=str(hdl.prop("xen_hptool")),
             xenpm=str(hdl.prop("xenpm")),
             timeout=max(1.0, int(hdl.prop("cmd_timeout")) / 1e9),
-            cpus=self._known_cpus(hdl),
+            cpus=self.cpus,
         )
         self.pending: dict[str, _Pending] = {}
         hdl.log.info("retire_backend", backend=self.backend.describe())
@@ -208,6 +233,16 @@ class CpumemRetire(Plugin):
         except Exception:
             return None
         return cpus or None
+
+    def replay_isolated(self, hdl: Handle) -> bool:
+        """Faults already isolated are re-sent at start-up only after the host
+        rebooted (its boot id changed, or cannot be told): a reboot brings CPUs
+        back online and pages back into use; a plain restart of fmd does not."""
+        current = self.backend.boot_id()
+        previous = hdl.specific.get("boot_id")
+        if current is not None:
+            hdl.specific["boot_id"] = current
+        return current is None or previous != current
 
     # -- events ------------------------------------------------------------------
     def recv(self, hdl: Handle, event: Any) -> None:
@@ -237,6 +272,10 @@ class CpumemRetire(Plugin):
             work.states[idx] = "pending"
         if not work.states:
             return
+        work.isolated = all(
+            idx < len(ev.fault_status) and ev.fault_status[idx] & FAULT_UNUSABLE
+            for idx in work.states
+        )
         old = self.pending.pop(ev.uuid, None)
         if old is not None:
             for tid in old.timers:
@@ -253,6 +292,7 @@ class CpumemRetire(Plugin):
         try:
             if action == "cpu":
                 targets = self._cpu_targets(hdl, suspect)
+                self._check_limits(hdl, targets)
                 for target in targets:
                     self.backend.cpu_offline(target)
                 hdl.stat("cpu_flts").incr()
@@ -282,6 +322,11 @@ class CpumemRetire(Plugin):
                 hdl.log.info("page_retired", uuid=work.uuid, physaddr=hex(physaddr))
                 return
             self._poll_later(hdl, work, idx, n)
+        except _Refused as exc:
+            hdl.stat("cpu_refused").incr()
+            work.states[idx] = "failed"
+            hdl.case_response(work.uuid, idx, "offline", False, f"refused: {exc}")
+            hdl.log.warning("retire_refused", uuid=work.uuid, reason=str(exc))
         except _BadResource as exc:
             hdl.stat("bad_flts").incr()
             work.states[idx] = "failed"
@@ -344,7 +389,7 @@ class CpumemRetire(Plugin):
         if any(s == "pending" for s in work.states.values()):
             return
         self.pending.pop(work.uuid, None)
-        if all(s == "done" for s in work.states.values()):
+        if all(s == "done" for s in work.states.values()) and not work.isolated:
             try:
                 hdl.case_uuclose(work.uuid)
             except FmdError as exc:
@@ -408,26 +453,64 @@ class CpumemRetire(Plugin):
 
     # -- resources -----------------------------------------------------------------
     def _cpu_targets(self, hdl: Handle, suspect: Suspect) -> list[CpuTarget]:
-        """The strands to offline: from the hc resource (physical, via the topology),
-        else the cpu-scheme ASRU (logical)."""
-        res = suspect.resource
-        if isinstance(res, HcFmri):
-            want = [(n, str(i)) for n, i in res.hc_list]
-            found = []
-            for node in hdl.topo.nodes():
-                pairs = [(n, str(i)) for n, i in node.fmri.hc_list]
-                strand = pairs[-1][0] == "strand" and isinstance(node.asru, CpuFmri)
-                if strand and pairs[: len(want)] == want:
-                    assert isinstance(node.asru, CpuFmri)
-                    found.append(CpuTarget(node.asru.cpuid, "hc", suspect.location))
-            if found:
-                return found
-        if isinstance(suspect.asru, CpuFmri):
-            return [CpuTarget(suspect.asru.cpuid, "cpu", suspect.location)]
-        raise _BadResource(
-            f"{suspect.cls}: neither a strand in the topology nor a cpu-scheme ASRU "
-            f"(resource {fmri_text(res) or 'none'}, asru {fmri_text(suspect.asru) or 'none'})"
-        )
+        """The strands to offline: those of the hc resource (physical, via the
+        topology), else the cpu-scheme ASRU (logical); never wider than the ASRU."""
+        res, asru = suspect.resource, suspect.asru
+        if not isinstance(asru, CpuFmri | HcFmri):
+            raise _BadResource(
+                f"{suspect.cls}: the ASRU {fmri_text(asru) or '(none)'} names no CPU, so "
+                "nothing is taken out of service"
+            )
+        found: list[CpuTarget] = []
+        if isinstance(res, HcFmri) and res.hc_list:
+            found = _strands_under(hdl, res.hc_list, suspect.location)
+        if not found and isinstance(asru, HcFmri) and asru.hc_list:
+            found = _strands_under(hdl, asru.hc_list, suspect.location)
+        if not found and isinstance(asru, CpuFmri):
+            found = [CpuTarget(asru.cpuid, "cpu", suspect.location)]
+        if not found:
+            raise _BadResource(
+                f"{suspect.cls}: neither a strand in the topology nor a cpu-scheme ASRU "
+                f"(resource {fmri_text(res) or 'none'}, asru {fmri_text(asru) or 'none'})"
+            )
+        if isinstance(asru, CpuFmri):
+            allowed = {asru.cpuid}
+        else:
+            allowed = {t.cpuid for t in _strands_under(hdl, asru.hc_list, None)}
+        wider = sorted(t.cpuid for t in found if t.cpuid not in allowed)
+        if wider:
+            raise _Refused(
+                f"the resource {fmri_text(res) or '(none)'} covers cpu(s) "
+                f"{_cpu_list(wider)} that its ASRU {fmri_text(asru)} does not name"
+            )
+        return found
+
+    def _check_limits(self, hdl: Handle, targets: list[CpuTarget]) -> None:
+        """Refuse an offline that would leave no CPU online or more than
+        ``max_offline_pct`` percent of the host's CPUs offline."""
+        cpus = self.cpus
+        if not cpus:
+            raise _Refused(
+                "fmd cannot tell how many CPUs this host has (no CPU in its topology), "
+                "so it takes none offline"
+            )
+        wanted = {t.cpuid for t in targets}
+        strangers = sorted(wanted - cpus)
+        if strangers:
+            raise _Refused(f"cpu(s) {_cpu_list(strangers)} are not in this host's topology")
+        online = self.backend.online_cpus(cpus)
+        left = online - wanted
+        if not left:
+            raise _Refused(
+                f"offlining cpu(s) {_cpu_list(sorted(wanted))} would leave no CPU online"
+            )
+        pct = int(hdl.prop("max_offline_pct"))
+        offline = len(cpus) - len(left)
+        if offline * 100 > pct * len(cpus):
+            raise _Refused(
+                f"offlining cpu(s) {_cpu_list(sorted(wanted))} would leave {offline} of "
+                f"{len(cpus)} CPUs offline, more than max_offline_pct={pct}%"
+            )
 
     @staticmethod
     def _physaddr(suspect: Suspect) -> int:
@@ -441,3 +524,31 @@ class CpumemRetire(Plugin):
 
 class _BadResource(Exception):
     """A suspect whose resource names nothing the backend can act on."""
+
+
+class _Refused(Exception):
+    """An offline the agent will not do: wider than the ASRU, or past the safety limits."""
+
+
+def _strands_under(hdl: Handle, pairs: Pairs, label: str | None) -> list[CpuTarget]:
+    """The strands of the topology at or under the hc path ``pairs``."""
+    want = [(n, str(i)) for n, i in pairs]
+    found = []
+    for node in hdl.topo.nodes():
+        path = [(n, str(i)) for n, i in node.fmri.hc_list]
+        strand = path[-1][0] == "strand" and isinstance(node.asru, CpuFmri)
+        if strand and path[: len(want)] == want:
+            assert isinstance(node.asru, CpuFmri)
+            found.append(CpuTarget(node.asru.cpuid, "hc", label))
+    return found
+
+
+def _cpu_list(cpuids: list[int]) -> str:
+    """``0-3, 8`` for [0, 1, 2, 3, 8]."""
+    runs: list[list[int]] = []
+    for c in cpuids:
+        if runs and runs[-1][1] == c - 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

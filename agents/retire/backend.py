@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import ClassVar
 
 from sqlalchemy import Engine
 
 from fmd.errors import ConfigError, RetireBackendError
+from fmd.protocol.limits import MAX_PHYSADDR, PHYSADDR_BITS
 
 __all__ = [
     "BACKEND_NAMES",
@@ -49,6 +51,7 @@ __all__ = [
     "check_cpuid",
     "make_backend",
     "page_align",
+    "read_boot_id",
 ]
 
 BackendError = RetireBackendError
@@ -100,10 +103,16 @@ class CpuTarget:
 def page_align(physaddr: int) -> int:
     """The address of the 4 KiB page holding byte ``physaddr``.
 
-    Raises a non-retryable :class:`BackendError` for a negative address.
+    Raises a non-retryable :class:`BackendError` for a negative address or one
+    beyond the 52 bits x86-64 can address.
     """
     if physaddr < 0:
         raise BackendError(f"invalid physical address {physaddr:#x}: it is negative")
+    if physaddr > MAX_PHYSADDR:
+        raise BackendError(
+            f"invalid physical address {physaddr:#x}: beyond the {PHYSADDR_BITS} bits "
+            "a physical address can have"
+        )
     return physaddr & PAGE_MASK
 
 
@@ -130,6 +139,18 @@ class RetireBackend(ABC):
     def cpu_status(self, cpu: CpuTarget) -> CpuState:
         """Whether ``cpu`` is online, offline, or that cannot be told."""
 
+    def online_cpus(self, cpus: Iterable[int]) -> set[int]:
+        """Which of ``cpus`` are online now (a CPU whose state cannot be told is
+        not counted as online: the safety limits stay on the safe side)."""
+        online = set()
+        for cpuid in cpus:
+            try:
+                if self.cpu_status(CpuTarget(cpuid, "hc")) is CpuState.ONLINE:
+                    online.add(cpuid)
+            except BackendError:
+                continue
+        return online
+
     @abstractmethod
     def page_retire(self, physaddr: int) -> PageOutcome:
         """Retire the page holding byte address ``physaddr``; DONE if it already is."""
@@ -145,6 +166,21 @@ class RetireBackend(ABC):
     @abstractmethod
     def describe(self) -> str:
         """One line naming the backend and its settings, for logs and fmadm."""
+
+    def boot_id(self) -> str | None:
+        """What identifies the current boot of the host whose CPUs and pages this
+        backend changes: what it did lasts until that changes.  None: unknown
+        (everything is redone at each start)."""
+        return None
+
+
+def read_boot_id(procfs_root: str | Path) -> str | None:
+    """The kernel's boot id (``<procfs>/sys/kernel/random/boot_id``), or None."""
+    try:
+        text = (Path(procfs_root) / "sys" / "kernel" / "random" / "boot_id").read_text()
+    except OSError:
+        return None
+    return text.strip() or None
 
 
 def make_backend(

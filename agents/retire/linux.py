@@ -54,6 +54,7 @@ from agents.retire.backend import (
     RetireBackend,
     check_cpuid,
     page_align,
+    read_boot_id,
 )
 from fmd.errors import ConfigError
 
@@ -113,6 +114,11 @@ class LinuxBackend(RetireBackend):
         }
         self.kpageflags = self.procfs / "kpageflags"
         self.unpoison = self.debugfs / "hwpoison" / "unpoison-pfn"
+
+    def boot_id(self) -> str | None:
+        """The running kernel's boot id: a reboot undoes CPU offlines and soft page
+        offlines (and clears poison), so they are redone after one."""
+        return read_boot_id(self.procfs)
 
     def describe(self) -> str:
         return f"linux sysfs at {self.sysfs} (pages: {self.page_offline})"

@@ -53,6 +53,8 @@ CPU_OFFLINE = "offline"
 CPU_ONLINE = "online"
 PAGE_RETIRED = "retired"
 PAGE_ONLINE = "online"
+# The one boot of the simulated machine (what it did is never undone).
+SIM_BOOT = "sim"
 
 
 class SimBackend(RetireBackend):
@@ -72,6 +74,10 @@ class SimBackend(RetireBackend):
         self.now_ns = now_ns
         self.cpus = None if cpus is None else frozenset(cpus)
         self.not_hotpluggable = frozenset(not_hotpluggable)
+
+    def boot_id(self) -> str:
+        """The simulated machine never reboots: its state lives in the store."""
+        return SIM_BOOT
 
     def describe(self) -> str:
         where = self.engine.url.render_as_string(hide_password=True)

@@ -45,7 +45,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -61,8 +61,12 @@ from agents.retire.backend import (
     RetireBackend,
     check_cpuid,
     page_align,
+    read_boot_id,
 )
 from fmd.errors import ConfigError
+
+# Where dom0's kernel tells its boot id.
+DOM0_PROCFS = "/proc"
 
 log = structlog.get_logger("fmd.retire.xen")
 
@@ -194,6 +198,11 @@ class XenBackend(RetireBackend):
         # The last state this backend set per physical CPU (the status fallback).
         self._cpu_set: dict[int, CpuState] = {}
 
+    def boot_id(self) -> str | None:
+        """dom0's boot id: the hypervisor reboots with it, and a reboot brings every
+        physical CPU and page back into service."""
+        return read_boot_id(DOM0_PROCFS)
+
     def describe(self) -> str:
         return f"xen dom0 via {self.xen_hptool} (cpu status: {self.xenpm} get-cpu-topology)"
 
@@ -211,6 +220,13 @@ class XenBackend(RetireBackend):
         if online is not None:
             return CpuState.ONLINE if cpu.cpuid in online else CpuState.OFFLINE
         return self._cpu_set.get(cpu.cpuid, CpuState.UNKNOWN)
+
+    def online_cpus(self, cpus: Iterable[int]) -> set[int]:
+        online = self._online_cpus()
+        if online is None:
+            wanted = set(cpus)
+            return {c for c, st in self._cpu_set.items() if st is CpuState.ONLINE and c in wanted}
+        return online & set(cpus)
 
     def _check_physical(self, cpu: CpuTarget, action: str) -> None:
         check_cpuid(cpu)

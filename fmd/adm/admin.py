@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmd import asru
-from fmd.adm.server import AdmServer
+from fmd.adm.requests import store_health
+from fmd.adm.server import AdmServer, bad_arg, bool_arg, opt_str_arg, str_arg
 from fmd.case import CaseState
 from fmd.ckpt import CheckpointOp
 from fmd.errors import AdmError, ModuleError
@@ -50,10 +51,10 @@ def _host(daemon: Daemon) -> dict[str, str]:
 
 def faulty(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
     """The cases ``fmadm faulty`` shows, with their message texts, most severe first."""
-    uuid = req.get("uuid")
-    show_all = bool(req.get("all")) or uuid is not None
+    uuid = opt_str_arg(req, "uuid", "a case uuid")
+    show_all = bool_arg(req, "all") or uuid is not None
     with daemon.store.reader() as conn:
-        cases = solved_cases(conn, uuids=[str(uuid)] if uuid else None)
+        cases = solved_cases(conn, uuids=[uuid] if uuid else None)
     out = []
     for case in cases:
         msg = daemon.dicts.message(case["code"] or "")
@@ -101,7 +102,7 @@ def faulty(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
             }
         )
     out.sort(key=lambda c: asru.sort_key({**c, "diag_time_ns": c["time_ns"]}))
-    return {"cases": out, **_host(daemon)}
+    return {"cases": out, "store": store_health(daemon), **_host(daemon)}
 
 
 def _selection(daemon: Daemon, verb: str, target: str, uuid: str | None) -> asru.Selection:
@@ -141,14 +142,12 @@ def _on_owner(runner: ModuleRunner, uuid: str, reason: int, indexes: list[int]) 
 
 def repair(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
     """``fmadm repaired|replaced|acquit|flush``: mark the selected suspects."""
-    verb = str(req.get("verb", ""))
-    if verb not in asru.REASONS:
-        raise AdmError(f"unknown repair verb {verb!r}; known: {', '.join(asru.REASONS)}")
-    target = str(req.get("target", "")).strip()
+    verb = str_arg(req, "verb", "a repair verb", choices=list(asru.REASONS))
+    target = str_arg(req, "target", "a resource FMRI, a FRU label or a case uuid").strip()
     if not target:
         raise AdmError("a resource FMRI, a FRU label or a case uuid is required")
-    uuid = req.get("uuid")
-    sel = _selection(daemon, verb, target, str(uuid) if uuid else None)
+    uuid = opt_str_arg(req, "uuid", "a case uuid")
+    sel = _selection(daemon, verb, target, uuid or None)
     if not sel:
         where = f" in case {uuid}" if uuid else ""
         raise AdmError(
@@ -176,13 +175,12 @@ def rotate(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
     """``fmadm rotate errlog|fltlog``: move the settled part of a log to ``<log>.0``."""
     from fmd.store.rotate import rotate_log
 
-    name = str(req.get("log", ""))
-    if name not in ("errlog", "fltlog"):
-        raise AdmError(f"cannot rotate {name!r}: the logs are errlog and fltlog")
+    name = str_arg(req, "log", "a log name", choices=("errlog", "fltlog"))
     log_dir = daemon.paths.log_dir
     now = daemon.clock.now_ns()
+    gid = daemon.gid
     result = daemon.writer.call(
-        lambda tx: rotate_log(tx.conn, name, log_dir, now_ns=now), timeout=_WAIT
+        lambda tx: rotate_log(tx.conn, name, log_dir, now_ns=now, gid=gid), timeout=_WAIT
     )
     return {
         "log": name,
@@ -193,7 +191,9 @@ def rotate(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
 
 def load(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
     """``fmadm load PATH``: load a plug-in file."""
-    path = Path(str(req.get("path", "")))
+    path = Path(str_arg(req, "path", "the absolute path of a plug-in file"))
+    if not path.is_absolute():
+        raise bad_arg("path", "the absolute path of a plug-in file", str(path))
     if not path.is_file():
         raise AdmError(f"cannot load {path}: no such file")
     runner = daemon.load_module(path)
@@ -202,14 +202,14 @@ def load(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
 
 def unload(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
     """``fmadm unload MODULE``."""
-    runner = daemon.unload_module(str(req.get("module", "")))
+    runner = daemon.unload_module(str_arg(req, "module", "a module name"))
     return {"module": runner.name}
 
 
 def reset(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
     """``fmadm reset [-s serd] MODULE``: one SERD engine, or the module's saved state."""
-    name = str(req.get("module", ""))
-    serd = req.get("serd")
+    name = str_arg(req, "module", "a module name")
+    serd = opt_str_arg(req, "serd", "a SERD engine name")
     runner = daemon.runners.get(name)
     if runner is None:
         raise AdmError(f"no module named {name!r}; see 'fmadm config'")
@@ -219,11 +219,11 @@ def reset(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
 
     def run() -> CheckpointOp:
         hdl = runner.handle
-        if not hdl.serd_exists(str(serd)):
+        if not hdl.serd_exists(serd):
             raise ModuleError(
                 f"module {name} has no SERD engine {serd!r}; see 'fmstat -s -m {name}'"
             )
-        hdl.serd_reset(str(serd))
+        hdl.serd_reset(serd)
         return hdl.checkpoint(dict(runner.last_seen))
 
     op: CheckpointOp = runner.call(run, wait=_WAIT)

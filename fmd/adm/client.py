@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import socket
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,28 @@ from typing import Any
 import orjson
 
 from fmd.errors import AdmError, DaemonNotRunning
+
+
+def _owner(path: Path) -> str | None:
+    """The name of the user owning ``path``, or of the nearest directory above it
+    this process may examine (the run directory is private to fmd's user)."""
+    for candidate in (path, *path.parents):
+        try:
+            uid = os.stat(candidate).st_uid
+        except OSError:
+            continue
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return f"uid {uid}"
+    return None
+
+
+def permission_message(path: Path, what: str, exc: OSError) -> str:
+    """``cannot reach fmd at PATH: Permission denied (the WHAT is root's; run as root)``."""
+    owner = _owner(path)
+    hint = f" (the {what} is {owner}'s; run as {owner})" if owner is not None else ""
+    return f"cannot reach fmd at {path}: {exc.strerror or exc}{hint}"
 
 
 class AdmClient:
@@ -27,7 +51,10 @@ class AdmClient:
             ) from None
         except PermissionError as exc:
             self._sock.close()
-            raise AdmError(f"cannot reach fmd at {path}: {exc.strerror}") from None
+            raise AdmError(permission_message(path, "control socket", exc)) from None
+        except OSError as exc:
+            self._sock.close()
+            raise AdmError(f"cannot reach fmd at {path}: {exc.strerror or exc}") from None
         self._rfile = self._sock.makefile("rb")
 
     def call(self, op: str, **args: Any) -> Any:
@@ -39,7 +66,12 @@ class AdmClient:
             raise AdmError(f"lost the connection to fmd: {exc}") from None
         if not line:
             raise AdmError("fmd closed the connection without answering")
-        reply = orjson.loads(line)
+        try:
+            reply = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise AdmError(f"fmd sent a malformed reply: {exc}") from None
+        if not isinstance(reply, dict):
+            raise AdmError("fmd sent a malformed reply: not a JSON object")
         if not reply.get("ok"):
             raise AdmError(str(reply.get("error", "unknown error")))
         return reply.get("result")

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from fmd.adm.server import AdmServer
+from fmd.adm.server import AdmServer, number_arg, str_arg
 from fmd.clock import SimulatedClock
 from fmd.errors import ModuleError
 
 if TYPE_CHECKING:
     from fmd.daemon import Daemon
     from fmd.module import ModuleRunner
+
+QUIESCE_DEFAULT_S: Final = 60.0
+"""How long ``quiesce`` waits for the modules when the request does not say."""
+QUIESCE_MAX_S: Final = 3600.0
+"""The longest wait a ``quiesce`` request may ask for."""
 
 
 def register_requests(adm: AdmServer, daemon: Daemon) -> None:
@@ -33,7 +38,19 @@ def register_requests(adm: AdmServer, daemon: Daemon) -> None:
     adm.register("stats", lambda req: stats(daemon))
     adm.register("module.stats", lambda req: module_stats(daemon, req))
     adm.register("serd", lambda req: serd_engines(daemon, req))
-    adm.register("quiesce", lambda req: daemon.quiesce(float(req.get("timeout", 60))))
+    adm.register("quiesce", lambda req: daemon.quiesce(_quiesce_timeout(req)))
+
+
+def _quiesce_timeout(req: dict[str, Any]) -> float:
+    """The seconds ``quiesce`` may wait (``timeout``, 0 to 1 hour)."""
+    return number_arg(
+        req,
+        "timeout",
+        "a number of seconds",
+        default=QUIESCE_DEFAULT_S,
+        low=0.0,
+        high=QUIESCE_MAX_S,
+    )
 
 
 def module_list(daemon: Daemon) -> dict[str, Any]:
@@ -53,8 +70,8 @@ def module_list(daemon: Daemon) -> dict[str, Any]:
 
 
 def _runner(daemon: Daemon, req: dict[str, Any]) -> ModuleRunner:
-    name = req.get("module")
-    runner = daemon.runners.get(str(name))
+    name = str_arg(req, "module", "a module name")
+    runner = daemon.runners.get(name)
     if runner is None:
         raise ModuleError(f"no module named {name!r}; see 'fmadm config'")
     return runner
@@ -127,7 +144,7 @@ def stats(daemon: Daemon) -> dict[str, Any]:
             }
         )
     ingest = daemon.ingest
-    xprts = [t.as_dict() for t in ingest.transports.values()] if ingest else []
+    xprts = ingest.transport_stats() if ingest else []
     return {
         "uptime_ns": time.time_ns() - daemon.started_ns,
         "clock": daemon.clock.now_ns(),
@@ -136,4 +153,13 @@ def stats(daemon: Daemon) -> dict[str, Any]:
         "dispatch": dict(daemon.dispatcher.stats),
         "modules": mods,
         "transports": xprts,
+        "store": store_health(daemon),
     }
+
+
+def store_health(daemon: Daemon) -> dict[str, Any]:
+    """Whether the store takes new events (``fmstat`` and ``fmadm faulty`` warn when not)."""
+    report = daemon.health.report().as_dict()
+    report["held_ops"] = daemon.writer.stats.get("held_ops", 0)
+    report["refused_events"] = daemon.health.refused
+    return report

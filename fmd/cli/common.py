@@ -62,7 +62,9 @@ def fail(prog: str, message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 def handle_errors(prog: str) -> Callable[[F], F]:
-    """Report FmdError as ``prog: message`` with exit code 1."""
+    """Report FmdError as ``prog: message`` with exit code 1; likewise a file the
+    user may not read (fmd's database, log and archives are readable by root and
+    the ``access.group`` only)."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
@@ -73,6 +75,13 @@ def handle_errors(prog: str) -> Callable[[F], F]:
                 fail(prog, str(exc))
             except BrokenPipeError:
                 sys.exit(EXIT_OK)
+            except PermissionError as exc:
+                where = f" {exc.filename}" if exc.filename else ""
+                fail(
+                    prog,
+                    f"cannot read{where}: {exc.strerror or exc} (run as root or a user "
+                    "of fmd's access.group)",
+                )
 
         return wrapper  # type: ignore[return-value]
 

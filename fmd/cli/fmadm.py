@@ -22,6 +22,7 @@ import orjson
 from fmd.adm.client import AdmClient
 from fmd.cli import faulty as view
 from fmd.cli.common import fail, handle_errors, json_option, paths_for, root_option, run_click
+from fmd.cli.fmt import store_warning
 from fmd.errors import AdmError
 from fmd.protocol import utc_iso
 
@@ -131,6 +132,9 @@ def faulty(
     if uuid:
         args["uuid"] = uuid
     answer = _call(ctx, root, "faulty", **args)
+    warning = store_warning(answer.get("store"))
+    if warning:
+        click.echo(f"fmadm: {warning}", err=True)
     cases = answer["cases"]
     if limit is not None and not grouped:
         cases = cases[:limit]

@@ -4,6 +4,12 @@
 (double fork, new session) and the command returns once the daemon is ready,
 or fails with the daemon's own error message.  Logs go to stderr in the
 foreground and to ``var/fm/fmd/fmd.log`` when detached.
+
+The detached daemon reports through a pipe to the waiting command: a
+``warning: ...`` line per start-up warning, then ``ok`` or ``error: ...``.
+Everything that can fail before the daemon is started — the root's
+directories, the log file — is done before forking, so that its error is
+printed directly; anything the child meets later is written to the pipe.
 """
 
 from __future__ import annotations
@@ -20,6 +26,23 @@ from fmd import log as fmdlog
 from fmd.cli.common import EXIT_ERROR, load_properties, paths_for, root_option, run_click
 from fmd.daemon import VERSION, Daemon
 from fmd.errors import FmdError
+from fmd.paths import Paths
+from fmd.secure import DAEMON_UMASK, STATE_FILE_MODE, access_gid, open_file
+
+
+def _start_failed(exc: BaseException, ready: int | None) -> int:
+    """Report why the daemon could not start: to the waiting command, or on stderr."""
+    message = str(exc) if isinstance(exc, FmdError) else f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, FmdError):
+        structlog.get_logger("fmd").exception("fmd_start_failed")
+    if ready is not None:
+        try:
+            os.write(ready, f"error: {message}\n".encode(errors="replace"))
+        finally:
+            os.close(ready)
+    else:
+        click.echo(f"fmd: {message}", err=True)
+    return EXIT_ERROR
 
 
 def _serve(daemon: Daemon, ready: int | None) -> int:
@@ -32,15 +55,7 @@ def _serve(daemon: Daemon, ready: int | None) -> int:
     try:
         daemon.start()
     except Exception as exc:
-        message = str(exc) if isinstance(exc, FmdError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, FmdError):
-            structlog.get_logger("fmd").exception("fmd_start_failed")
-        if ready is not None:
-            os.write(ready, f"error: {message}\n".encode())
-            os.close(ready)
-        else:
-            click.echo(f"fmd: {message}", err=True)
-        return EXIT_ERROR
+        return _start_failed(exc, ready)
     if ready is not None:
         os.write(ready, b"".join(f"warning: {w}\n".encode() for w in daemon.warnings) + b"ok\n")
         os.close(ready)
@@ -78,14 +93,24 @@ def _detach() -> int | None:
         )
         sys.exit(EXIT_ERROR)
     os.close(r)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
+    try:
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError as exc:
+        _start_failed(FmdError(f"cannot detach: {exc.strerror or exc}"), w)
+        os._exit(EXIT_ERROR)
     return w
+
+
+def _open_log(paths: Paths, gid: int | None) -> TextIO:
+    """``var/fm/fmd/fmd.log`` for appending: 0640 (group ``access.group``), no link followed."""
+    fd = open_file(paths.log_file, os.O_WRONLY | os.O_APPEND, STATE_FILE_MODE, gid)
+    return os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="replace")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,21 +129,29 @@ def cli(root: str | None, foreground: bool, opts: tuple[str, ...], show_version:
     if show_version:
         click.echo(f"fmd: version {VERSION}")
         return
+    # Defence in depth only: everything fmd creates is given its mode explicitly.
+    os.umask(DAEMON_UMASK)
+    fg = foreground
+    stream: TextIO | None = None
     try:
         paths = paths_for(root)
         props = load_properties(paths, opts)
+        fg = fg or props.get_bool("fg")
+        if not fg:
+            # Before detaching, so that a read-only or foreign var/ is reported here.
+            gid = access_gid(props.get_str("access.group"))
+            paths.ensure_dirs(gid)
+            stream = _open_log(paths, gid)
     except FmdError as exc:
         click.echo(f"fmd: {exc}", err=True)
         sys.exit(EXIT_ERROR)
-    fg = foreground or props.get_bool("fg")
-    ready: int | None = None
-    stream: TextIO | None = None
-    if not fg:
-        paths.ensure_dirs()
-        ready = _detach()
-        stream = open(paths.var_dir / "fmd.log", "a", buffering=1)  # noqa: SIM115
-    fmdlog.configure(props.get_str("log.level"), props.get_str("log.format"), stream)
-    sys.exit(_serve(Daemon(paths, props), ready))
+    ready = None if fg else _detach()
+    try:
+        fmdlog.configure(props.get_str("log.level"), props.get_str("log.format"), stream)
+        daemon = Daemon(paths, props)
+    except Exception as exc:
+        sys.exit(_start_failed(exc, ready))
+    sys.exit(_serve(daemon, ready))
 
 
 def main() -> None:

@@ -18,8 +18,15 @@ What runs where:
   printed from an earlier archive (a rotation whose live delete rolled back
   leaves a row in both).
 
-Exit codes: 0 ok, 1 fatal, 2 usage, 3 some records were bad (a warning names
-each one and the dump goes on).
+Damaged files: each source is read with one query; when SQLite reports the
+file damaged part-way (or cannot open it), the rest comes from a tolerant copy
+of what is still readable (:class:`fmd.store.salvage.ScratchCopy`, the same
+reader the daemon's salvage uses), on which the same query runs, and every
+unreadable range or record is named on stderr.  A live database that cannot
+be opened at all does not keep the archives from being printed.
+
+Exit codes: 0 ok, 1 fatal, 2 usage, 3 some records were bad or unreadable (a
+warning names each one and the dump goes on).
 """
 
 from __future__ import annotations
@@ -27,15 +34,18 @@ from __future__ import annotations
 import heapq
 import re
 import signal
+import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import orjson
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from fmd.cli.common import (
     handle_errors,
@@ -50,12 +60,16 @@ from fmd.cli.logsource import Source, archives, open_archive
 from fmd.cli.recordfmt import errlog_json, print_nvlist, print_suspects
 from fmd.cli.timespec import TimeSpecError, parse_time
 from fmd.dictionary import default_dict_dirs
-from fmd.errors import StoreError
+from fmd.errors import StoreCorrupt, StoreError
 from fmd.protocol import utc_iso
 from fmd.store import Store, queries, schema
+from fmd.store.engine import resolve_url, sqlite_file
+from fmd.store.salvage import ScratchCopy, is_corruption, reason
 
 EXIT_BAD_RECORDS = 3
 _POLL_S = 1.0
+LOG_TABLES = ("errlog", "fltlog")
+T = TypeVar("T")
 
 _EVENTS = {
     "list.suspect": "Diagnosed",
@@ -186,14 +200,100 @@ class Dumper:
         self.last_id: dict[str, int] = {}
         self._case_ids: list[int] | None = None
         self._dicts: Any = None
+        # Tolerant copies of damaged sources, by (source, tables), and the
+        # problems already reported (a followed log is read again and again).
+        self._scratch: dict[tuple[str, tuple[str, ...]], ScratchCopy] = {}
+        self._reported: set[str] = set()
+
+    # problems
+    def warn(self, where: str, message: str) -> None:
+        """Report one bad record or unreadable range (once) and count it (exit 3)."""
+        line = f"fmdump: {where}: {message}"
+        if line not in self._reported:
+            self._reported.add(line)
+            self.bad += 1
+            click.echo(line, err=True)
+
+    def close(self) -> None:
+        """Drop the tolerant copies (``-f`` polls read damaged sources afresh)."""
+        for scratch in self._scratch.values():
+            scratch.close()
+        self._scratch.clear()
 
     # reading
+    def _tolerant(self, src: Source, tables: tuple[str, ...], exc: BaseException) -> Engine:
+        """A copy of the readable rows of ``tables`` of ``src``, after ``exc`` said it is
+        damaged; every unreadable range or row is reported."""
+        key = (src.name, tables)
+        scratch = self._scratch.get(key)
+        if scratch is None:
+            try:
+                scratch = ScratchCopy(src.engine, [schema.metadata.tables[t] for t in tables])
+            except (OSError, sqlite3.Error, SQLAlchemyError) as err:
+                raise StoreError(
+                    f"{src.name} is damaged ({reason(exc)}) and could not be read around "
+                    f"the damage: {reason(err)}"
+                ) from err
+            self._scratch[key] = scratch
+            found = False
+            for name, read in scratch.reads.items():
+                what = "records" if name in LOG_TABLES else f"{name} rows"
+                for message in read.messages(what):
+                    self.warn(src.name, message)
+                    found = True
+            if not found:
+                self.warn(src.name, f"damaged ({reason(exc)}); every record could still be read")
+        return scratch.engine
+
+    def _tables(self, src: Source, log: str) -> tuple[str, ...]:
+        """The tables the query of one log reads on ``src``."""
+        if log == "errlog" and self.opts.uuids and src.live:
+            return ("errlog", "case_events")
+        return (log,)
+
+    def _rows(self, src: Source, tables: tuple[str, ...], query: Any) -> Iterator[Any]:
+        """The rows of ``query`` (ordered by time and id) on ``src``.
+
+        One query normally; if SQLite finds the file damaged part-way, the rest
+        comes from a tolerant copy of what is readable, after the last row
+        already returned.
+        """
+        last: tuple[int, int] | None = None
+        try:
+            with src.engine.connect() as conn:
+                for row in conn.execute(query):
+                    last = (int(row.time_ns), int(row.id))
+                    yield row
+            return
+        except SQLAlchemyError as exc:
+            if not (src.sqlite and is_corruption(exc)):
+                raise StoreError(f"{src.name}: {reason(exc)}") from exc
+            engine = self._tolerant(src, tables, exc)
+        with engine.connect() as conn:
+            for row in conn.execute(query):
+                if last is None or (int(row.time_ns), int(row.id)) > last:
+                    yield row
+
+    def _all(self, src: Source, tables: tuple[str, ...], read: Callable[[Connection], T]) -> T:
+        """``read`` on ``src``, or on a tolerant copy when SQLite finds the file damaged."""
+        try:
+            with src.engine.connect() as conn:
+                return read(conn)
+        except SQLAlchemyError as exc:
+            if not (src.sqlite and is_corruption(exc)):
+                raise StoreError(f"{src.name}: {reason(exc)}") from exc
+            engine = self._tolerant(src, tables, exc)
+        with engine.connect() as conn:
+            return read(conn)
+
     def _case_event_ids(self) -> list[int]:
         if self._case_ids is None:
             self._case_ids = []
             if self.live is not None:
-                with self.live.engine.connect() as conn:
-                    self._case_ids = queries.case_event_ids(conn, self.opts.uuids)
+                uuids = self.opts.uuids
+                self._case_ids = self._all(
+                    self.live, ("case_events",), lambda c: queries.case_event_ids(c, uuids)
+                )
         return self._case_ids
 
     def _query(self, src: Source, log: str, after_id: int | None) -> Any:
@@ -220,19 +320,19 @@ class Dumper:
         sources = [s for s in self.sources if log in s.logs]
         seen: set[int] | None = set() if len(sources) > 1 else None
         for src in sources:
-            with src.engine.connect() as conn:
-                for row in conn.execute(self._query(src, log, after_id)):
-                    if seen is not None:
-                        if row.id in seen:
-                            continue
-                        seen.add(row.id)
-                    self.last_id[log] = max(self.last_id.get(log, 0), int(row.id))
-                    payload = self._decode(src, log, row)
-                    if payload is None:
+            query = self._query(src, log, after_id)
+            for row in self._rows(src, self._tables(src, log), query):
+                if seen is not None:
+                    if row.id in seen:
                         continue
-                    if self.opts.members and not any(m.matches(payload) for m in self.opts.members):
-                        continue
-                    yield Record(int(row.time_ns), log, row, payload)
+                    seen.add(row.id)
+                self.last_id[log] = max(self.last_id.get(log, 0), int(row.id))
+                payload = self._decode(src, log, row)
+                if payload is None:
+                    continue
+                if self.opts.members and not any(m.matches(payload) for m in self.opts.members):
+                    continue
+                yield Record(int(row.time_ns), log, row, payload)
 
     def _decode(self, src: Source, log: str, row: Any) -> dict[str, Any] | None:
         try:
@@ -243,25 +343,23 @@ class Dumper:
             if isinstance(payload, dict):
                 return payload
             problem = "payload is not a JSON object"
-        self.bad += 1
         where = "" if src.live else f" in {src.name}"
-        click.echo(f"fmdump: warning: skipping {log} record {row.id}{where}: {problem}", err=True)
+        self.warn("warning", f"skipping {log} record {row.id}{where}: {problem}")
         return None
 
     def ereports_of(self, uuid: str) -> list[Record]:
         """The error-log records of one case (for fault-log ``-V``)."""
         if self.live is None:
             return []
-        with self.live.engine.connect() as conn:
-            ids = queries.case_event_ids(conn, [uuid])
+        ids = self._all(self.live, ("case_events",), lambda c: queries.case_event_ids(c, [uuid]))
         out: list[Record] = []
         for src in [self.live, *self.errlog_archives]:
-            with src.engine.connect() as conn:
-                for row in conn.execute(queries.errlog_select(ids=ids, sqlite=src.sqlite)):
-                    if all(r.row.id != row.id for r in out):
-                        payload = self._decode(src, "errlog", row)
-                        if payload is not None:
-                            out.append(Record(int(row.time_ns), "errlog", row, payload))
+            query = queries.errlog_select(ids=ids, sqlite=src.sqlite)
+            for row in self._rows(src, ("errlog",), query):
+                if all(r.row.id != row.id for r in out):
+                    payload = self._decode(src, "errlog", row)
+                    if payload is not None:
+                        out.append(Record(int(row.time_ns), "errlog", row, payload))
         return sorted(out)
 
     # printing
@@ -470,24 +568,40 @@ def cli(
         ("errlog", "fltlog") if aggregate else ("errlog",) if errlog else ("fltlog",)
     )
     opened: list[Source] = []  # archives, disposed of at the end
+    problems: list[tuple[str, str]] = []  # damaged files found while opening them
     store: Store | None = None
+    dumper: Dumper | None = None
+
+    def open_all(paths_: Sequence[Path]) -> list[Source]:
+        out = []
+        for path in paths_:
+            try:
+                out.append(open_archive(path))
+            except StoreCorrupt as exc:
+                problems.append((str(path), str(exc)))
+        opened.extend(out)
+        return out
+
+    url = ""
     try:
         try:
             props = load_properties(paths)
-            store = Store(props.get_str("store.url"), db_file=paths.db_file, readonly=True)
+            url = props.get_str("store.url")
+            store = Store(url, db_file=paths.db_file, readonly=True, pid_file=paths.pid_file)
+        except StoreCorrupt as exc:
+            # The archives may still be readable: report the live log and go on.
+            db = sqlite_file(resolve_url(url, paths.db_file)) or paths.db_file
+            problems.append((str(db), f"cannot be read: {reason(exc.__cause__ or exc)}"))
         except StoreError:
             if not files:
                 raise
-        live = (
-            None
-            if store is None
-            else Source("live", store.engine, store.sqlite, True, ("errlog", "fltlog"))
-        )
-        errlog_archives = [open_archive(p) for p in archives(paths.log_dir, "errlog")]
-        opened.extend(errlog_archives)
+        live = None
+        if store is not None:
+            name = str(store.path) if store.path is not None else store.safe_url
+            live = Source(name, store.engine, store.sqlite, True, ("errlog", "fltlog"))
+        errlog_archives = open_all(archives(paths.log_dir, "errlog"))
         if files:
-            sources = [open_archive(f) for f in files]
-            opened.extend(sources)
+            sources = open_all(files)
             labels = sorted({s.logs[0] for s in sources})
             if not aggregate and len(labels) == 1:
                 # A file's header says which log it holds, as in illumos.
@@ -499,11 +613,9 @@ def cli(
             if "errlog" in logs:
                 sources.extend(errlog_archives)
             if "fltlog" in logs:
-                fault_archives = [open_archive(p) for p in archives(paths.log_dir, "fltlog")]
-                opened.extend(fault_archives)
-                sources.extend(fault_archives)
-            assert live is not None
-            sources.append(live)
+                sources.extend(open_all(archives(paths.log_dir, "fltlog")))
+            if live is not None:
+                sources.append(live)
         dumper = Dumper(
             opts,
             sources,
@@ -511,8 +623,15 @@ def cli(
             errlog_archives=errlog_archives,
             dict_dirs=[paths.dict_dir, *default_dict_dirs()],
         )
+        for place, problem in problems:
+            dumper.warn(place, problem)
+        for src in sources:
+            if src.damaged is not None:
+                dumper.warn(src.name, src.damaged)
         _dump(dumper, logs)
     finally:
+        if dumper is not None:
+            dumper.close()
         for s in opened:
             s.engine.dispose()
         if store is not None:
@@ -531,12 +650,15 @@ def _dump(dumper: Dumper, logs: tuple[str, ...]) -> None:
             dumper.show(rec)
     if not dumper.opts.follow:
         return
+    live = [s for s in dumper.sources if s.live]
+    if not live:
+        return  # nothing to follow (the live log could not be opened)
     previous = signal.signal(signal.SIGTERM, _on_term)
     try:
-        live = [s for s in dumper.sources if s.live]
         dumper.sources = live
         while True:
             time.sleep(_POLL_S)
+            dumper.close()  # damaged sources are copied afresh
             fresh = [
                 rec
                 for log in logs

@@ -30,20 +30,26 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, Final
 
 import click
 import orjson
 
+from fmd.adm.client import permission_message
 from fmd.cli.common import EXIT_ERROR, fail, paths_for, root_option, run_click
-from fmd.errors import EventRejected
+from fmd.errors import ProtocolError
 from fmd.injlang import KEYWORDS, Sleep, evaluate, parse_program
 from fmd.mcelog import ParseFailure, parse_mce_text
 from fmd.protocol import EnaGenerator, decode_line, ereport_from_decoded
 from fmd.telemetry import record_from_json, record_to_json
 
 CONTROL_PREFIX = "resource.fm.fmd."
+# Lines are sent in batches of at most this many, or this many bytes.
+_BATCH_LINES: Final = 256
+_BATCH_BYTES: Final = 1 << 20
 
 
 def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -118,7 +124,7 @@ def _check(line: bytes, gen: EnaGenerator) -> None:
         # Decoding needs fmd's platform: check the registers only.
         raw = obj["mca"]
         if not isinstance(raw, dict):
-            raise EventRejected("'mca' must be an object of MCA registers")
+            raise ProtocolError("'mca' must be an object of MCA registers")
         record_from_json(raw)
         return
     ereport_from_decoded(obj, time.time_ns(), gen)
@@ -136,6 +142,12 @@ def _connect(path: str, wait: float) -> socket.socket:
             if time.monotonic() >= deadline:
                 fail("fminject", f"fmd is not running (no ingest socket at {path}): {exc.strerror}")
             time.sleep(0.1)
+        except PermissionError as exc:
+            s.close()
+            fail("fminject", permission_message(Path(path), "ingest socket", exc))
+        except OSError as exc:
+            s.close()
+            fail("fminject", f"cannot reach fmd at {path}: {exc.strerror or exc}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -198,7 +210,7 @@ def cli(
             count += 1
             try:
                 _check(line, gen)
-            except EventRejected as exc:
+            except ProtocolError as exc:
                 errors += 1
                 click.echo(f"fminject: {name}:{n}: {exc}", err=True)
         if not quiet:
@@ -207,40 +219,48 @@ def cli(
 
     paths = paths_for(root)
     sock = _connect(str(paths.xprt_socket), wait)
-    sent: list[tuple[int, bytes]] = []
+    # Lines sent and not yet answered, in order (memory stays bounded: the
+    # sender blocks once the socket buffers are full).
+    pending: deque[tuple[int, bytes]] = deque()
     lock = threading.Condition()
     send_error: list[BaseException] = []
-    acked = [0]  # replies read so far, for sleep
+    counts = {"sent": 0, "acked": 0, "done": 0}
 
     def sender() -> None:
         try:
             out: list[bytes] = []
+            size = 0
             for item in items:
                 if isinstance(item, Sleep):
                     # Flush, wait until fmd has answered everything sent, then sleep.
                     if out:
                         sock.sendall(b"".join(out))
                         out.clear()
+                        size = 0
                     with lock:
-                        while acked[0] < len(sent):
+                        while counts["acked"] < counts["sent"]:
                             lock.wait()
                     time.sleep(item.seconds)
                     continue
                 n, line = item
                 with lock:
-                    sent.append((n, line))
+                    pending.append((n, line))
+                    counts["sent"] += 1
                     lock.notify_all()
-                out.append(_prepare(line) + b"\n")
-                if len(out) >= 256:
+                wire = _prepare(line) + b"\n"
+                out.append(wire)
+                size += len(wire)
+                if len(out) >= _BATCH_LINES or size >= _BATCH_BYTES:
                     sock.sendall(b"".join(out))
                     out.clear()
+                    size = 0
             if out:
                 sock.sendall(b"".join(out))
         except OSError as exc:
             send_error.append(exc)
         finally:
             with lock:
-                sent.append((-1, b""))
+                counts["done"] = 1
                 lock.notify_all()
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
@@ -248,16 +268,14 @@ def cli(
     t = threading.Thread(target=sender, daemon=True)
     t.start()
     rfile = sock.makefile("rb")
-    idx = 0
     total = 0
     while True:
         with lock:
-            while idx >= len(sent):
+            while not pending and not counts["done"]:
                 lock.wait()
-            n, line = sent[idx]
-        if n == -1:
-            break
-        idx += 1
+            if not pending:
+                break
+            n, line = pending.popleft()
         reply_line = rfile.readline()
         if not reply_line:
             fail(
@@ -266,7 +284,7 @@ def cli(
         reply: dict[str, Any] = orjson.loads(reply_line)
         total += 1
         with lock:
-            acked[0] = idx
+            counts["acked"] += 1
             lock.notify_all()
         if reply.get("ok"):
             if verbose:

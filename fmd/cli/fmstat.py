@@ -43,6 +43,7 @@ from fmd.cli.common import (
     root_option,
     run_click,
 )
+from fmd.cli.fmt import store_warning
 from fmd.config import TIME_SUFFIXES
 
 Stats = Mapping[str, Any]
@@ -386,6 +387,9 @@ def cli(
     n = 0
     try:
         with AdmClient(paths.adm_socket) as client:
+            warning = store_warning(client.call("stats").get("store"))
+            if warning:
+                click.echo(f"fmstat: {warning}", err=True)
             while True:
                 rows, text, prev = _report(
                     client,

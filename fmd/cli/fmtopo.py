@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 import orjson
+from sqlalchemy.exc import SQLAlchemyError
 
 from fmd.cli.common import (
     handle_errors,
@@ -43,6 +44,11 @@ def _unusable(paths: Any, props: Any) -> set[str]:
     try:
         with store.reader() as conn:
             return {fmri for fmri, flags in queries.resource_flags(conn) if flags & FAULT_UNUSABLE}
+    except SQLAlchemyError as exc:
+        # A damaged store: the topology is still worth printing.
+        first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        click.echo(f"fmtopo: warning: cannot read the resource cache: {first}", err=True)
+        return set()
     finally:
         store.close()
 

@@ -2,22 +2,27 @@
 
 An archive is an SQLite file written by :func:`fmd.store.rotate.rotate_log`
 (``<log>.N`` in the log directory); its ``log_header`` row says which log it
-holds.  Archives are opened read-only.
+holds.  Archives are opened read-only.  A damaged archive is still opened when
+its name says which log it holds (``errlog.3``): fmdump then reads what it can
+of it and reports the rest.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from fmd.errors import StoreError
+from fmd.errors import StoreCorrupt, StoreError
 from fmd.store.engine import create_store_engine
 from fmd.store.rotate import LABELS, archive_metadata
+from fmd.store.salvage import is_corruption, reason
 
 _LOG_OF_LABEL = {label: log for log, label in LABELS.items()}
+_ARCHIVE_NAME = re.compile(rf"({'|'.join(LABELS)})\.[0-9]+")
 
 
 @dataclass
@@ -29,13 +34,18 @@ class Source:
     sqlite: bool
     live: bool
     logs: tuple[str, ...]
+    # Why the archive's header could not be read, when it was opened by its name.
+    damaged: str | None = None
 
 
 def open_archive(path: Path) -> Source:
-    """An archive written by :func:`fmd.store.rotate.rotate_log`; StoreError if it is not one."""
+    """An archive written by :func:`fmd.store.rotate.rotate_log`; StoreError if it is
+    not one, StoreCorrupt if it is too damaged to tell which log it holds."""
     if not path.is_file():
         raise StoreError(f"{path}: no such log file")
     engine = create_store_engine(f"sqlite:///{path}", readonly=True)
+    named = _ARCHIVE_NAME.fullmatch(path.name)
+    damaged: str | None = None
     try:
         if "log_header" not in inspect(engine).get_table_names():
             raise StoreError(f"{path} is not an fmd log archive (no log_header table)")
@@ -43,8 +53,14 @@ def open_archive(path: Path) -> Source:
         with engine.connect() as conn:
             label = conn.execute(select(header.c.label)).scalar()
     except SQLAlchemyError as exc:
-        engine.dispose()
-        raise StoreError(f"{path} is not an fmd log archive: {exc}") from exc
+        if not is_corruption(exc):
+            engine.dispose()
+            raise StoreError(f"{path} is not an fmd log archive: {reason(exc)}") from exc
+        if named is None:
+            engine.dispose()
+            raise StoreCorrupt(f"cannot be read: {reason(exc)}") from exc
+        damaged = f"its header cannot be read ({reason(exc)}); reading it as its name says"
+        label = LABELS[named.group(1)]
     except BaseException:
         engine.dispose()
         raise
@@ -52,7 +68,7 @@ def open_archive(path: Path) -> Source:
     if log is None:
         engine.dispose()
         raise StoreError(f"{path}: unknown log label {label!r}")
-    return Source(str(path), engine, True, False, (log,))
+    return Source(str(path), engine, True, False, (log,), damaged)
 
 
 def archives(log_dir: Path, log_name: str) -> list[Path]:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from fmd.errors import EventRejected, FmriError, ProtocolError
@@ -27,6 +27,7 @@ from fmd.protocol._common import _json_type, _show
 from fmd.protocol.classes import _CLASS_RE, MAX_CLASS_LEN, _class_problem
 from fmd.protocol.ena import EnaGenerator, parse_ena
 from fmd.protocol.fmri import Fmri, _parse_detector, fmri_from_obj, fmri_to_json
+from fmd.protocol.limits import check_payload, check_shape
 from fmd.protocol.timefmt import parse_time, utc_iso
 
 _MISSING: Final = object()
@@ -45,6 +46,12 @@ class Ereport:
     payload: dict[str, Any] = field(default_factory=dict)
     injected: bool = False
     id: int | None = None
+    # Roughly the bytes the event costs to hold (its wire or stored size): what
+    # the module queues count against their memory bound.
+    size: int = 0
+    # The payload as stored (JSON text), encoded once at ingest so that an
+    # event that cannot be encoded is rejected alone; dropped once stored.
+    payload_text: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The wire form (``time`` as ISO 8601 UTC to the microsecond)."""
@@ -84,6 +91,8 @@ def _detector(value: object) -> tuple[Fmri, str]:
         if isinstance(value, str):
             return _parse_detector(value)
         if isinstance(value, Mapping):
+            if value.__class__ is dict:
+                check_shape(value, "detector")
             fmri = fmri_from_obj(value)
             return fmri, fmri.to_string()
     except FmriError as exc:
@@ -111,6 +120,7 @@ def _ereport_from_owned(d: dict[str, Any], now_ns: int, ena_gen: EnaGenerator) -
     injected = d.pop("__injected", False)
     if type(injected) is not bool:
         raise EventRejected("'__injected' must be true or false")
+    check_payload(d)
     return Ereport(cls, ena, time_ns, fmri, fmri_str, d, injected)
 
 
@@ -220,3 +230,11 @@ class WireEreport(BaseModel):
         if type(value) is not bool:
             raise ValueError("'__injected' must be true or false")
         return value
+
+    @model_validator(mode="after")
+    def _check_payload(self) -> Self:
+        try:
+            check_payload(dict(self.model_extra or {}))
+        except EventRejected as exc:
+            raise ValueError(str(exc)) from None
+        return self

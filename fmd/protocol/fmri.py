@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fmd.errors import FmriError
 from fmd.protocol._common import _U64, _json_type, _pydantic_message, _show
 from fmd.protocol._fmri_text import _parse_uint, _qn, _qv, _split_pair, _unquote
+from fmd.protocol.limits import MAX_FMRI_LEN, MAX_FMRI_PAIRS
 
 _AUTHORITY_VALUE_BAD: Final = re.compile(r"[:=/\s]")
 
@@ -60,6 +61,8 @@ _HC_IDENT: Final = ("serial", "part", "revision")
 
 
 def _check_pairs(what: str, pairs: Pairs, *, unique: bool, reserved: Iterable[str] = ()) -> None:
+    if len(pairs) > MAX_FMRI_PAIRS:
+        raise ValueError(f"{what} has {len(pairs)} members; at most {MAX_FMRI_PAIRS} are allowed")
     seen: set[str] = set()
     banned = set(reserved)
     for name, _value in pairs:
@@ -487,6 +490,10 @@ def parse_fmri(text: str) -> Fmri:
     """Parse the string form of an FMRI of any known scheme; raise FmriError if malformed."""
     if not isinstance(text, str):
         raise FmriError(f"an FMRI string must be a str, not {type(text).__name__}")
+    if len(text) > MAX_FMRI_LEN:
+        raise FmriError(
+            f"bad FMRI {_show(text)}: longer than {MAX_FMRI_LEN} characters ({len(text)})"
+        )
     scheme, sep, rest = text.partition("://")
     if not sep:
         raise FmriError(f"bad FMRI {_show(text)}: expected 'SCHEME://...'")
@@ -499,14 +506,35 @@ def parse_fmri(text: str) -> Fmri:
     return kind._from_rest(text, rest)
 
 
-@functools.lru_cache(maxsize=4096)
+# The parse caches hold at most _CACHE_ENTRIES strings of at most _CACHE_KEY_LEN
+# characters (longer ones are parsed every time), so their memory is bounded in
+# bytes whatever a sender invents: a few MB.
+_CACHE_ENTRIES: Final = 4096
+_CACHE_KEY_LEN: Final = 512
+
+
 def parse_fmri_cached(text: str) -> Fmri:
     """:func:`parse_fmri` with a cache: detectors repeat heavily on the ingest path."""
+    if len(text) > _CACHE_KEY_LEN:
+        return parse_fmri(text)
+    return _parse_fmri_lru(text)
+
+
+@functools.lru_cache(maxsize=_CACHE_ENTRIES)
+def _parse_fmri_lru(text: str) -> Fmri:
     return parse_fmri(text)
 
 
-@functools.lru_cache(maxsize=4096)
 def _parse_detector(text: str) -> tuple[Fmri, str]:
+    """A detector string parsed, with its canonical form (cached for short strings)."""
+    if len(text) > _CACHE_KEY_LEN:
+        fmri = parse_fmri(text)
+        return fmri, fmri.to_string()
+    return _parse_detector_lru(text)
+
+
+@functools.lru_cache(maxsize=_CACHE_ENTRIES)
+def _parse_detector_lru(text: str) -> tuple[Fmri, str]:
     fmri = parse_fmri(text)
     return fmri, fmri.to_string()
 

@@ -9,12 +9,17 @@ import orjson
 from fmd.protocol import Ereport, ListEvent, parse_fmri_cached
 from fmd.store import schema
 
+# What an ereport costs to hold beyond its payload and detector text (the
+# object, its class string and ids), for memory accounting.
+ROW_OVERHEAD = 256
+
 
 def ereport_row(ev: Ereport, *, recv_ns: int, xprt: str) -> list[Any]:
     """The errlog row of an ereport, in ``schema.ERRLOG_COLUMNS`` order.
 
     The first item is the id, ``ev.id`` (None until the writer assigns it).
     """
+    text = ev.payload_text
     return [
         ev.id,
         ev.time_ns,
@@ -22,7 +27,7 @@ def ereport_row(ev: Ereport, *, recv_ns: int, xprt: str) -> list[Any]:
         schema.ena_to_db(ev.ena),
         ev.cls,
         ev.detector_str,
-        orjson.dumps(ev.payload).decode(),
+        text if text is not None else orjson.dumps(ev.payload).decode(),
         schema.STATE_RECEIVED,
         False,
         ev.injected,
@@ -34,15 +39,17 @@ def row_ereport(row: Any) -> Ereport:
     """Rebuild an ereport from its errlog row."""
     m = row._mapping
     det = m["detector"]
+    text = m["payload"]
     return Ereport(
         cls=m["class"],
         ena=schema.ena_from_db(m["ena"]),
         time_ns=m["time_ns"],
         detector=parse_fmri_cached(det) if det else None,
         detector_str=det,
-        payload=orjson.loads(m["payload"]),
+        payload=orjson.loads(text),
         injected=bool(m["injected"]),
         id=m["id"],
+        size=len(text) + len(det or "") + ROW_OVERHEAD,
     )
 
 

@@ -103,27 +103,127 @@ def uncommitted(conn: Connection, log_name: str, batch: int = 5000) -> Iterator[
         last = rows[-1].id
 
 
-def load_cases(conn: Connection, *, open_only: bool = True) -> list[dict[str, Any]]:
-    """Cases with their suspects and event ids (RESOLVED cases excluded when open_only)."""
-    c, s, e = schema.cases, schema.suspects, schema.case_events
-    q = select(c)
+# Case states (fmd.case.CaseState) these queries select on.
+_UNSOLVED, _SOLVED, _CLOSE_WAIT, _CLOSED, _REPAIRED, _RESOLVED = 0, 1, 2, 3, 4, 5
+_CHUNK = 500
+# Up to this many cases are looked up by uuid; more are found by scanning.
+_FEW = 5000
+
+
+def load_cases(
+    conn: Connection,
+    *,
+    open_only: bool = True,
+    unsolved_only: bool = False,
+    uuids: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Cases (``uuid``, ``module``, ``state``, ``data``) with their event ids
+    (``events``): RESOLVED ones excluded when ``open_only``, only UNSOLVED ones
+    with ``unsolved_only``, only those in ``uuids`` when given."""
+    c, e = schema.cases, schema.case_events
+    q = select(c.c.uuid, c.c.module, c.c.state, c.c.data)
     if open_only:
-        q = q.where(c.c.state != 5)
+        q = q.where(c.c.state != _RESOLVED)
+    if unsolved_only:
+        q = q.where(c.c.state == _UNSOLVED)
     out: dict[str, dict[str, Any]] = {}
-    for r in conn.execute(q.order_by(c.c.open_time_ns)):
-        d = dict(r._mapping)
-        d["suspects"] = []
-        d["events"] = []
-        out[r.uuid] = d
-    if not out:
-        return []
-    for r in conn.execute(select(s).order_by(s.c.uuid, s.c.idx)):
-        if r.uuid in out:
-            out[r.uuid]["suspects"].append(dict(r._mapping))
-    for r in conn.execute(select(e).order_by(e.c.uuid, e.c.event_id)):
-        if r.uuid in out:
-            out[r.uuid]["events"].append(r.event_id)
+    chunks = (
+        [None] if uuids is None else [uuids[i : i + _CHUNK] for i in range(0, len(uuids), _CHUNK)]
+    )
+    for chunk in chunks:
+        sel = q if chunk is None else q.where(c.c.uuid.in_(list(chunk)))
+        for r in conn.execute(sel.order_by(c.c.open_time_ns)):
+            out[r.uuid] = {**r._mapping, "events": []}
+    keys = list(out)
+    for i in range(0, len(keys), _CHUNK):
+        part = keys[i : i + _CHUNK]
+        for ev in conn.execute(
+            select(e.c.uuid, e.c.event_id)
+            .where(e.c.uuid.in_(part))
+            .order_by(e.c.uuid, e.c.event_id)
+        ):
+            out[ev.uuid]["events"].append(ev.event_id)
     return list(out.values())
+
+
+def outstanding_cases(conn: Connection) -> list[tuple[str, str]]:
+    """``(uuid, module)`` of every case solved and not yet resolved: what a module
+    restores lazily (its record is read when the case is first used)."""
+    c = schema.cases
+    q = select(c.c.uuid, c.c.module).where(c.c.state > _UNSOLVED, c.c.state != _RESOLVED)
+    return [(r.uuid, r.module) for r in conn.execute(q)]
+
+
+def cases_holding(conn: Connection, event_id: int, module: str) -> list[tuple[str, int]]:
+    """``(uuid, state)`` of the module's stored cases that hold an error-log event."""
+    c, e = schema.cases, schema.case_events
+    q = (
+        select(c.c.uuid, c.c.state)
+        .join(e, e.c.uuid == c.c.uuid)
+        .where(e.c.event_id == event_id, c.c.module == module)
+    )
+    return [(r.uuid, int(r.state)) for r in conn.execute(q)]
+
+
+def fault_replays(conn: Connection, *, closed: bool) -> list[tuple[str, int, int, list[str]]]:
+    """What the start-up replay re-sends to response agents: for each case still
+    faulty — SOLVED or CLOSE_WAIT (its latest ``list.suspect``), REPAIRED (its
+    latest ``list.repaired``), and CLOSED (isolated; only when ``closed``) —
+    ``(uuid, state, fault-log id, fault classes)``, oldest diagnosis first.
+
+    Three plain scans joined in Python: a join in SQL let SQLite pick a plan
+    that grew with the square of the number of cases.
+    """
+    c, f, s = schema.cases, schema.fltlog, schema.suspects
+    states = [_SOLVED, _CLOSE_WAIT, _REPAIRED] + ([_CLOSED] if closed else [])
+    wanted = {
+        r.uuid: (int(r.state), r.diag_time_ns or 0)
+        for r in conn.execute(
+            select(c.c.uuid, c.c.state, c.c.diag_time_ns).where(c.c.state.in_(states))
+        )
+    }
+    if not wanted:
+        return []
+    # A few cases (a plain restart): look them up by uuid; many (a reboot): scan.
+    chunks: list[list[str] | None] = [None]
+    if len(wanted) <= _FEW:
+        keys = list(wanted)
+        chunks = [keys[i : i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
+    latest: dict[tuple[str, str], int] = {}
+    classes: dict[str, list[str]] = {}
+    for chunk in chunks:
+        q = select(f.c.uuid, f.c["class"], func.max(f.c.id).label("fid")).where(
+            f.c["class"].in_(("list.suspect", "list.repaired"))
+        )
+        qs = select(s.c.uuid, s.c["class"])
+        if chunk is not None:
+            q = q.where(f.c.uuid.in_(chunk))
+            qs = qs.where(s.c.uuid.in_(chunk))
+        for r in conn.execute(q.group_by(f.c.uuid, f.c["class"])):
+            latest[(r.uuid, r[1])] = int(r.fid)
+        for sus in conn.execute(qs.order_by(s.c.uuid, s.c.idx)):
+            if sus.uuid in wanted:
+                classes.setdefault(sus.uuid, []).append(sus[1])
+    out = []
+    for uuid, (state, _diag) in sorted(wanted.items(), key=lambda kv: (kv[1][1], kv[0])):
+        fid = latest.get((uuid, "list.repaired" if state == _REPAIRED else "list.suspect"))
+        if fid is not None:
+            out.append((uuid, state, fid, classes.get(uuid, [])))
+    return out
+
+
+def suspect_statuses(conn: Connection, uuids: Sequence[str]) -> dict[str, list[int]]:
+    """The current fault-status bits of each case's suspects, in suspect order."""
+    s = schema.suspects
+    out: dict[str, list[int]] = {}
+    uuids = list(uuids)
+    for i in range(0, len(uuids), _CHUNK):
+        part = uuids[i : i + _CHUNK]
+        for r in conn.execute(
+            select(s.c.uuid, s.c.status).where(s.c.uuid.in_(part)).order_by(s.c.uuid, s.c.idx)
+        ):
+            out.setdefault(r.uuid, []).append(int(r.status))
+    return out
 
 
 MemberFilter = tuple[tuple[str, ...], int | None]

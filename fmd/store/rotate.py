@@ -48,6 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.pool import NullPool
 
 from fmd.errors import StoreError
+from fmd.secure import STATE_FILE_MODE, open_file
 from fmd.store import queries, schema
 
 __all__ = ["ARCHIVE_VERSION", "LABELS", "RotateResult", "archive_metadata", "rotate_log"]
@@ -100,9 +101,13 @@ def rotate_log(
     now_ns: int,
     keep: int = 10,
     keep_ids: frozenset[int] | set[int] = frozenset(),
+    gid: int | None = None,
 ) -> RotateResult:
     """Move the settled rows of ``log_name`` ("errlog" or "fltlog") from the live
     table to ``<log_dir>/<log_name>.0``, keeping at most ``keep`` archives.
+
+    The archive is created 0640 (group ``gid`` when given) before SQLite opens
+    it, whatever the umask: it holds hardware and address details.
 
     ``conn`` must be inside the caller's write transaction; the deletes from
     the live table commit (or roll back) with it.
@@ -118,6 +123,7 @@ def rotate_log(
     log_dir.mkdir(parents=True, exist_ok=True)
     tmp = log_dir / f"{log_name}.0.new"
     tmp.unlink(missing_ok=True)
+    os.close(open_file(tmp, os.O_RDWR | os.O_EXCL, STATE_FILE_MODE, gid))
     md, table, header = archive_metadata(log_name)
     engine = create_engine(f"sqlite:///{tmp}", poolclass=NullPool)
     moved: list[int] = []

@@ -9,27 +9,69 @@ a thread with its own connection that runs a PASSIVE checkpoint every
 readers; it copies what it can, and the log is reused from the start once
 everything is copied.  SQLite itself checkpoints when the last connection
 closes, so a clean shutdown leaves no log behind.
+
+The log file never shrinks by itself, though, and on a full disk it holds the
+space fmd needs back.  So when the log file has grown past
+``truncate_above`` bytes, or ``urgent()`` says the store is short of space,
+the round runs a TRUNCATE checkpoint instead: it waits briefly for the writer
+and readers, copies everything and truncates the log to zero bytes.  A
+checkpoint that fails (the disk is full, the file went away) is logged once
+per kind and tried again next round on a fresh connection; nothing ends the
+thread but :meth:`WalCheckpointer.stop`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 log = structlog.get_logger("fmd.store")
 
 
-class WalCheckpointer:
-    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` periodically on its own thread."""
+# A log larger than this is truncated by the next round.
+TRUNCATE_ABOVE: Final = 64 << 20
 
-    def __init__(self, engine: Engine, interval: float = 1.0) -> None:
+
+class WalCheckpointer:
+    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` periodically on its own thread
+    (TRUNCATE when the log is large or the store short of space)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        interval: float = 1.0,
+        *,
+        wal_path: Path | None = None,
+        truncate_above: int = TRUNCATE_ABOVE,
+        urgent: Callable[[], bool] | None = None,
+    ) -> None:
         self._engine = engine
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.checkpoints = 0
+        self.truncations = 0
+        self.wal_path = wal_path
+        self.truncate_above = truncate_above
+        self.urgent = urgent
+
+    def _mode(self) -> str:
+        """TRUNCATE when the log must give its space back, else PASSIVE."""
+        if self.urgent is not None and self.urgent():
+            return "TRUNCATE"
+        if self.wal_path is not None:
+            try:
+                if self.wal_path.stat().st_size > self.truncate_above:
+                    return "TRUNCATE"
+            except OSError:
+                pass
+        return "PASSIVE"
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fmd-wal", daemon=True)
@@ -49,10 +91,30 @@ class WalCheckpointer:
         return int(row[0]), int(row[1]), int(row[2])
 
     def _run(self) -> None:
-        with self._engine.connect() as conn:
-            while not self._stop.wait(self._interval):
-                try:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
-                    self.checkpoints += 1
-                except Exception as exc:  # the next round tries again
-                    log.warning("wal_checkpoint_failed", error=str(exc))
+        # Nothing may end this thread but stop(): a checkpoint that fails (a
+        # full disk, a lost file) is logged once per kind and tried again next
+        # round on a fresh connection.
+        conn: Connection | None = None
+        reported: set[str] = set()
+        while not self._stop.wait(self._interval):
+            try:
+                if conn is None:
+                    conn = self._engine.connect()
+                mode = self._mode()
+                conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})").one()
+                self.checkpoints += 1
+                if mode == "TRUNCATE":
+                    self.truncations += 1
+                reported.clear()
+            except Exception as exc:
+                kind = type(exc).__name__ + str(exc)[:80]
+                if kind not in reported and len(reported) < 16:
+                    reported.add(kind)
+                    log.warning("wal_checkpoint_failed", error=str(exc)[:300])
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()

@@ -8,16 +8,31 @@ Producers (transports, module checkpoints, the control socket) submit
 acknowledgement sent from ``done`` always follows a durable commit.
 
 Failure policy: a transient database error (locked, connection lost) rolls the
-batch back and retries it with back-off; any other error is isolated by
-re-applying the batch's ops one per transaction, failing only the op that
-raises.  Ops must therefore be re-appliable; ids allocated in a rolled-back
-transaction are handed out again.
+batch back and retries it a few times with back-off; any other error is
+isolated by re-applying the batch's ops one per transaction, failing only the
+op that raises.  Ops must therefore be re-appliable; ids allocated in a
+rolled-back transaction are handed out again.
+
+When the store stays unwritable (its disk is full, or the database does not
+come back within the quick retries), the batch is split by what its ops carry
+(:attr:`WriteOp.refusable`): new input (ingest batches, clock events) fails at
+once with :class:`~fmd.errors.StoreRefused`, so every client hears "no space
+left" instead of hanging; module state (checkpoints, control requests) is
+*held* in order and written, before anything newer, once the store takes
+writes again — so a module never fails for a full disk or a dropped
+connection, and nothing it did is lost.  :class:`~fmd.store.health.StoreHealth`
+learns of each failure and recovery and tells the transports whether to
+refuse new events.  Held ops are retried every :data:`HELD_RETRY` seconds; at
+shutdown, what still cannot be written is given up (its events stay
+uncommitted and are replayed at the next start).
 
 State machine of a batch::
 
     draining --apply all--> applied --before_commit--> committing --ok--> done(None)
-        ^                      |  error (transient)                   |
+        ^                      |  error (transient, a few times)      |
         +----- back-off -------+  error (other) -> one op per txn ----+--> done(error)
+                               |  store unwritable: input --> done(StoreRefused)
+                               +---------------------: state --> held --(store back)--> draining
 """
 
 from __future__ import annotations
@@ -27,21 +42,29 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 from sqlalchemy import Connection, Engine, Table, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from fmd.store import schema
+from fmd.errors import StoreRefused
+from fmd.store import queries, schema
+from fmd.store.health import StoreHealth, is_disk_full
 
 log = structlog.get_logger("fmd.store")
 
 
 class WriteOp(Protocol):
-    """A unit of work for the writer; ``weight`` is how many events it carries."""
+    """A unit of work for the writer; ``weight`` is how many events it carries.
+
+    ``refusable`` is True for new input (it may be refused while the store
+    cannot take it; the sender is told) and False for state that must be kept
+    (held until the store takes writes again).
+    """
 
     weight: int
+    refusable: bool
 
     def apply(self, tx: WriteTxn) -> None:
         """Make this op's changes through ``tx`` (may run more than once)."""
@@ -353,7 +376,13 @@ _TRANSIENT = (
     "terminating connection",
     "timeout",
 )
-MAX_RETRIES = 30  # with back-off capped at 5 s: about two minutes
+# Quick retries of a transient error before the batch's input is refused and its
+# state held: 0.05 + 0.1 + ... + 0.8 s, about 1.5 s (and each SQLite attempt
+# may itself wait busy_timeout for a lock).
+MAX_RETRIES = 5
+# How often held ops are tried again while the store is unwritable.
+HELD_RETRY = 1.0
+_NOTHING: Final = object()
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -375,8 +404,12 @@ class Writer:
         max_batch: int = 4096,
         before_commit: Callable[[WriteTxn, Sequence[WriteOp]], None] | None = None,
         after_commit: Callable[[Sequence[WriteOp]], None] | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         self._engine = engine
+        self.health = health if health is not None else StoreHealth(None, 0)
+        # Ops kept while the store is unwritable, in submission order.
+        self._held: list[WriteOp] = []
         self._max_batch = max(1, max_batch)
         self._before_commit = before_commit
         self._after_commit = after_commit
@@ -384,7 +417,15 @@ class Writer:
         self._conn: Connection | None = None
         self._thread: threading.Thread | None = None
         self._ids = self._load_ids()
-        self.stats = {"txns": 0, "ops": 0, "events": 0, "retries": 0, "failed_ops": 0}
+        self.stats = {
+            "txns": 0,
+            "ops": 0,
+            "events": 0,
+            "retries": 0,
+            "failed_ops": 0,
+            "refused_ops": 0,
+            "held_ops": 0,
+        }
 
     @property
     def engine(self) -> Engine:
@@ -392,11 +433,20 @@ class Writer:
         return self._engine
 
     def _load_ids(self) -> dict[str, int]:
+        """The last id handed out per log: the largest id stored, or the commit
+        frontier if that is larger (``fmadm rotate`` may have moved every row
+        out of the live table; an id must never be handed out twice)."""
+        ids: dict[str, int] = {}
         with self._engine.connect() as conn:
-            return {
-                "errlog": conn.execute(select(func.max(schema.errlog.c.id))).scalar() or 0,
-                "fltlog": conn.execute(select(func.max(schema.fltlog.c.id))).scalar() or 0,
-            }
+            for table in (schema.errlog, schema.fltlog):
+                top = conn.execute(select(func.max(table.c.id))).scalar() or 0
+                ids[table.name] = max(int(top), queries.frontier(conn, table.name))
+        return ids
+
+    @property
+    def holding(self) -> bool:
+        """Whether ops are held because the store takes no writes (see the module doc)."""
+        return bool(self._held)
 
     def last_id(self, log_name: str) -> int:
         return self._ids[log_name]
@@ -435,13 +485,24 @@ class Writer:
 
     def _loop(self) -> None:
         stopping = False
-        while not stopping:
-            first = self._q.get()
-            if first is None:
+        while True:
+            if self._held:
+                # Wait a little for new ops, then try the held ones again first.
+                try:
+                    first: Any = self._q.get(timeout=HELD_RETRY)
+                except queue.Empty:
+                    first = _NOTHING
+            elif stopping:
                 break
-            batch = [first]
-            weight = first.weight
-            while weight < self._max_batch:
+            else:
+                first = self._q.get()
+            batch: list[WriteOp] = []
+            if first is None:
+                stopping = True
+            elif first is not _NOTHING:
+                batch.append(first)
+            weight = sum(op.weight for op in batch)
+            while weight < self._max_batch and not stopping:
                 try:
                     nxt = self._q.get_nowait()
                 except queue.Empty:
@@ -451,7 +512,30 @@ class Writer:
                     break
                 batch.append(nxt)
                 weight += nxt.weight
-            self._write(batch)
+            if self._held:
+                # Held state goes first, in order; newer ops queue behind it.
+                batch, self._held = self._held + batch, []
+                self.stats["held_ops"] = 0
+            if batch:
+                self._write(batch)
+            if stopping and self._held:
+                self._give_up_held()
+
+    def _give_up_held(self) -> None:
+        """Shutdown with the store still unwritable: fail what is held (its events
+        stay uncommitted, so they are replayed at the next start)."""
+        held, self._held = self._held, []
+        self.stats["held_ops"] = 0
+        error = StoreRefused(
+            f"fmd stopped while the store was unwritable: {self.health.refusal() or 'unknown'}"
+        )
+        log.error(
+            "store_unwritable_at_shutdown",
+            ops=len(held),
+            note="their events were not committed and are replayed at the next start",
+        )
+        self.stats["failed_ops"] += len(held)
+        self._finish(held, error)
 
     def _write(self, batch: list[WriteOp]) -> None:
         delay = 0.05
@@ -461,26 +545,50 @@ class Writer:
                 self._transact(batch)
             except Exception as exc:
                 tries += 1
+                full = is_disk_full(exc)
                 transient = _is_transient(exc)
-                if transient and tries <= MAX_RETRIES:
+                if transient and not full and tries <= MAX_RETRIES:
                     self.stats["retries"] += 1
                     log.warning("store_retry", error=str(exc)[:300], delay=delay)
                     time.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    delay *= 2
                     continue
-                if len(batch) == 1 or transient:
-                    # One op that fails, or a database that stayed unusable:
-                    # the ops fail (their clients are told), nothing stalls.
-                    self.stats["failed_ops"] += len(batch)
-                    log.error("store_op_failed", error=str(exc)[:500], ops=len(batch))
+                if full or transient:
+                    self._unwritable(batch, exc)
+                    return
+                if len(batch) == 1:
+                    # One op that fails: it fails (its client is told), nothing stalls.
+                    self.stats["failed_ops"] += 1
+                    log.error("store_op_failed", error=str(exc)[:500], ops=1)
                     self._finish(batch, exc)
                     return
                 log.warning("store_batch_split", error=str(exc)[:300], ops=len(batch))
                 for op in batch:
                     self._write([op])
                 return
+            self.health.write_succeeded()
             self._finish(batch, None)
             return
+
+    def _unwritable(self, batch: list[WriteOp], exc: BaseException) -> None:
+        """The store takes no writes: refuse the batch's input, hold its state."""
+        self.health.write_failed(exc, unavailable=True)
+        refused = [op for op in batch if op.refusable]
+        held = [op for op in batch if not op.refusable]
+        if refused:
+            reason = self.health.refusal() or str(exc).splitlines()[0][:300]
+            self.stats["refused_ops"] += len(refused)
+            self._finish(refused, StoreRefused(reason))
+        if held:
+            if not self._held:
+                log.warning(
+                    "store_writes_held",
+                    ops=len(held),
+                    error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__,
+                    note="module state is kept and written once the store takes writes again",
+                )
+            self._held.extend(held)
+            self.stats["held_ops"] = len(self._held)
 
     def _connection(self) -> Connection:
         """The writer's own connection, kept open for the thread's life.
@@ -537,6 +645,7 @@ class Writer:
 
 class _CallOp:
     weight = 0
+    refusable = False
 
     def __init__(self, fn: Callable[[WriteTxn], Any]) -> None:
         self.fn = fn

@@ -8,8 +8,16 @@ op, so a client that pipelines gets group commit.
 
 Flood control: a client may have at most ``MAX_INFLIGHT`` chunks awaiting
 commit; past that the server stops reading from it (back-pressure), so one
-client cannot starve the others or grow memory.  With ``xprt.rate`` set, a
-token bucket per client rejects events beyond the rate with an error.
+client cannot starve the others or grow memory.  Over all clients, at most
+``MAX_INFLIGHT_BYTES`` of input may be decoded and not yet committed; past
+that no client is read from until commits catch up, so memory stays bounded
+however many clients there are (and at most ``MAX_CLIENTS`` are served at
+once).  With ``xprt.rate`` set, a token bucket per client rejects events
+beyond the rate with an error.
+
+Every line is answered on its own: a line that cannot be decoded or stored is
+answered with its error, and the lines around it are stored and acknowledged
+as usual.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import orjson
 import structlog
 
 from fmd.errors import EventRejected, TransportError
+from fmd.log import Once
+from fmd.log import exception_signature as _signature
 from fmd.protocol import Ereport
 from fmd.xprt import Ingest, XprtStats
 
@@ -37,6 +47,12 @@ CHUNK = 64 * 1024
 # typical events (some tens of MB once parsed).  Enough to keep group commits
 # large, small enough that one client cannot grow memory without bound.
 MAX_INFLIGHT = 32
+# Input bytes, over every client, decoded but not yet committed.  The parsed
+# events of these bytes are what ingest holds in memory (several times the
+# bytes): 16 MiB is about 100,000 typical events, plenty for group commit.
+MAX_INFLIGHT_BYTES = 16 << 20
+# Clients served at once; one more is told so and closed.
+MAX_CLIENTS = 256
 
 
 @dataclass(slots=True)
@@ -77,6 +93,11 @@ class SocketTransport:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        # Bytes of decoded, uncommitted input (see MAX_INFLIGHT_BYTES); used
+        # only on the transport's event-loop thread.
+        self.inflight_bytes = 0
+        self._room: asyncio.Event | None = None
+        self._once = Once()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fmd-xprt-socket", daemon=True)
@@ -128,6 +149,11 @@ class SocketTransport:
             loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.stats.clients >= MAX_CLIENTS:
+            await self._refuse(
+                writer, f"too many clients: fmd serves at most {MAX_CLIENTS} at once"
+            )
+            return
         self.stats.clients += 1
         pending: asyncio.Queue[_Chunk | None] = asyncio.Queue(MAX_INFLIGHT)
         sender = asyncio.create_task(self._send(pending, writer))
@@ -135,8 +161,14 @@ class SocketTransport:
         buf = b""
         discarding = False
         maxline = self.ingest.max_line
+        if self._room is None:
+            self._room = asyncio.Event()
+            self._room.set()
         try:
             while True:
+                if self.inflight_bytes >= MAX_INFLIGHT_BYTES:
+                    await self._room.wait()
+                    continue
                 data = await reader.read(CHUNK)
                 if not data:
                     break
@@ -160,10 +192,48 @@ class SocketTransport:
                 await self._feed([buf], bucket, pending)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception as exc:
+            # A defect of fmd, not of the client's input (every line is checked
+            # on its own): stop reading, but still answer what was read.
+            if self._once.first(_signature(exc)):
+                log.error("xprt_client_failed", xprt=self.name, error=str(exc), exc_info=exc)
         finally:
             await pending.put(None)
             await sender
             self.stats.clients -= 1
+
+    async def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
+        """Tell a client why it is not served, and close its connection."""
+        self.stats.received += 1
+        self.ingest.rejected(self.stats, EventRejected(reason))
+        try:
+            writer.write(orjson.dumps({"ok": False, "error": reason}) + b"\n")
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        except (ConnectionError, RuntimeError):
+            pass
+
+    def _hold(self, chunk: _Chunk, nbytes: int) -> None:
+        """Count ``nbytes`` of input as in flight until every event of ``chunk``
+        has been committed (or has failed)."""
+        futures = [fut for fut, _ in chunk.segments]
+        if not futures:
+            return
+        self.inflight_bytes += nbytes
+        left = [len(futures)]
+
+        def release(_fut: asyncio.Future[BaseException | None]) -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                self.inflight_bytes -= nbytes
+                if self.inflight_bytes < MAX_INFLIGHT_BYTES and self._room is not None:
+                    self._room.set()
+
+        for fut in futures:
+            fut.add_done_callback(release)
+        if self.inflight_bytes >= MAX_INFLIGHT_BYTES and self._room is not None:
+            self._room.clear()
 
     async def _feed(
         self, lines: list[bytes], bucket: _Bucket | None, pending: asyncio.Queue[_Chunk | None]
@@ -171,7 +241,10 @@ class SocketTransport:
         """Decode and submit lines; after a clock control line, wait until the clock
         has moved so that the lines after it are stamped with the new time."""
         while lines:
-            chunk, lines, barrier = self._chunk(lines, bucket)
+            chunk, rest, barrier = self._chunk(lines, bucket)
+            used = len(lines) - len(rest)
+            self._hold(chunk, sum(len(line) + 1 for line in lines[:used]))
+            lines = rest
             await pending.put(chunk)
             if barrier is not None:
                 await barrier
@@ -192,7 +265,10 @@ class SocketTransport:
                 return
             fut: asyncio.Future[BaseException | None] = loop.create_future()
             segments.append((fut, list(enas)))
-            self.ingest.submit(list(batch), self.stats, _resolver(loop, fut))
+            try:
+                self.ingest.submit(list(batch), self.stats, _resolver(loop, fut))
+            except Exception as exc:  # the batch's lines are answered with the error
+                fut.set_result(exc)
             batch.clear()
             enas.clear()
 
