@@ -20,7 +20,7 @@ What runs where:
 
 Damaged files: each source is read with one query; when SQLite reports the
 file damaged part-way (or cannot open it), the rest comes from a tolerant copy
-of what is still readable (:class:`fmd.store.salvage.ScratchCopy`, the same
+of what is still readable (:class:`fmd.store.tolerant.ScratchCopy`, the same
 reader the daemon's salvage uses), on which the same query runs, and every
 unreadable range or record is named on stderr.  A live database that cannot
 be opened at all does not keep the archives from being printed.
@@ -64,7 +64,7 @@ from fmd.errors import StoreCorrupt, StoreError
 from fmd.protocol import utc_iso
 from fmd.store import Store, queries, schema
 from fmd.store.engine import resolve_url, sqlite_file
-from fmd.store.salvage import ScratchCopy, is_corruption, reason
+from fmd.store.tolerant import ScratchCopy, is_corruption, reason
 
 EXIT_BAD_RECORDS = 3
 _POLL_S = 1.0

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fmd.errors import StoreCorrupt, StoreError
 from fmd.store.engine import create_store_engine
 from fmd.store.rotate import LABELS, archive_metadata
-from fmd.store.salvage import is_corruption, reason
+from fmd.store.tolerant import is_corruption, reason
 
 _LOG_OF_LABEL = {label: log for log, label in LABELS.items()}
 _ARCHIVE_NAME = re.compile(rf"({'|'.join(LABELS)})\.[0-9]+")

@@ -29,12 +29,11 @@ from fmd.store.salvage import (
     MovedAside,
     SalvageReport,
     check_at_startup,
-    is_corruption,
     move_aside,
-    reason,
     recover,
     write_clean_stamp,
 )
+from fmd.store.tolerant import is_corruption, reason
 from fmd.store.wal import WalCheckpointer
 from fmd.store.writer import WriteOp, Writer, WriteTxn
 

@@ -22,7 +22,7 @@ import structlog
 
 from fmd.paths import Paths
 from fmd.store import Store, schema
-from fmd.store.salvage import TolerantReader, copy_tables, is_corruption
+from fmd.store.tolerant import TolerantReader, copy_tables, is_corruption
 from tests.fmdproc import FmdProcess, _env, cli
 
 PAGE = 4096
