@@ -33,6 +33,7 @@ import orjson
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from fmd import states
 from fmd.adm.client import AdmClient
 from fmd.errors import AdmError
 from fmd.paths import Paths
@@ -169,7 +170,7 @@ def baseline(db: Path, work: Path) -> tuple[float, int]:
     fresh = []
     for r in rows:
         r = list(r)
-        r[state], r[committed] = schema.STATE_RECEIVED, 0
+        r[state], r[committed] = states.STATE_RECEIVED, 0
         fresh.append(tuple(r))
     path = work / "baseline.db"
     path.unlink(missing_ok=True)

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
+from fmd import states
 from fmd.asru import cache_reason
-from fmd.case import Case, CaseFlag, CaseState
+from fmd.case import Case
 from fmd.ckpt import CheckpointOp
 from fmd.config import Properties, PropValue
 from fmd.errors import ModuleApiError
@@ -44,7 +45,7 @@ from fmd.protocol import (
     validate_pattern,
 )
 from fmd.serd import SerdEngine, SerdSet
-from fmd.store import schema
+from fmd.states import CaseFlag, CaseState
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -241,7 +242,7 @@ class Handle:
         return ev.id
 
     def _advance(self, event_id: int, state: int) -> None:
-        before = self._out.states.get(event_id, schema.STATE_RECEIVED)
+        before = self._out.states.get(event_id, states.STATE_RECEIVED)
         if before < state:
             self._out.states[event_id] = state
         current = self._current
@@ -264,7 +265,7 @@ class Handle:
         """Record an ereport; True when the engine fires on it.  The event becomes ACCEPTED."""
         eid = self._event_id(ev)
         fired = self.serd.record(name, eid, ev.time_ns)
-        self._advance(eid, schema.STATE_ACCEPTED)
+        self._advance(eid, states.STATE_ACCEPTED)
         return fired
 
     def serd_fired(self, name: str) -> bool:
@@ -377,7 +378,7 @@ class Handle:
         case.add_ereport(eid)
         self._mark_injected(case, ev)
         solved = case.is_solved
-        self._advance(eid, schema.STATE_DIAGNOSED if solved else schema.STATE_ACCEPTED)
+        self._advance(eid, states.STATE_DIAGNOSED if solved else states.STATE_ACCEPTED)
 
     def case_set_data(self, case: Case, key: str, value: Any) -> None:
         """Set a member of the case's private, persisted data (JSON-able)."""
@@ -460,7 +461,7 @@ class Handle:
         if all(not s.get("message", True) for s in case.suspects):
             case.flags |= CaseFlag.INVISIBLE
         for eid in case.events:
-            self._advance(eid, schema.STATE_DIAGNOSED)
+            self._advance(eid, states.STATE_DIAGNOSED)
         self.cases_solved += 1
         ev = self._list_event(case, "list.suspect", code)
         self._record_resources(case)
@@ -673,16 +674,16 @@ class Handle:
         for case in self._cases.values():
             if case.contains_event(event_id):
                 if case.is_solved:
-                    return schema.STATE_DIAGNOSED
-                state = schema.STATE_ACCEPTED
+                    return states.STATE_DIAGNOSED
+                state = states.STATE_ACCEPTED
         holding = self._ctx.cases_holding
         if self._unloaded and holding is not None:
             # A lazily restored case is as it was stored: ask the store.
             for uuid, case_state in holding(event_id, self.name):
                 if uuid in self._unloaded and case_state >= CaseState.SOLVED:
-                    return schema.STATE_DIAGNOSED
+                    return states.STATE_DIAGNOSED
         if state is None and self.serd.contains_event(event_id):
-            state = schema.STATE_ACCEPTED
+            state = states.STATE_ACCEPTED
         return state
 
     def contains_event(self, event_id: int) -> bool:

@@ -39,6 +39,7 @@ from fmd.protocol import (
     HcFmri,
     parse_fmri,
 )
+from fmd.states import CaseFlag
 
 # fmadm verbs -> the FAULT_* bit recorded on the suspects they repair.
 REASONS: Mapping[str, int] = {
@@ -173,7 +174,7 @@ def select_suspects(
 
 def is_visible(case: Mapping[str, Any]) -> bool:
     """Shown by plain ``fmadm faulty``: a visible message and a faulty suspect."""
-    invisible = int(case.get("flags", 0)) & 0x20
+    invisible = int(case.get("flags", 0)) & CaseFlag.INVISIBLE
     return not invisible and any(int(s["status"]) & FAULT_FAULTY for s in case["suspects"])
 
 

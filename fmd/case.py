@@ -48,37 +48,13 @@ import base64
 import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum, IntFlag
 from types import MappingProxyType
 from typing import Any
 
 import orjson
 
 from fmd.errors import CaseStateError, ProtocolError
-
-
-class CaseState(IntEnum):
-    """The lifecycle states of a case, numbered as in illumos."""
-
-    UNSOLVED = 0
-    SOLVED = 1
-    CLOSE_WAIT = 2
-    CLOSED = 3
-    REPAIRED = 4
-    RESOLVED = 5
-
-
-class CaseFlag(IntFlag):
-    """Flags kept alongside the state; DIRTY means "checkpoint me"."""
-
-    DIRTY = 0x01
-    SOLVED = 0x02
-    ISOLATED = 0x04
-    REPAIRED = 0x08
-    RESOLVED = 0x10
-    INVISIBLE = 0x20
-    INJECTED = 0x40
-
+from fmd.states import CaseFlag, CaseState
 
 _NO_FLAGS = CaseFlag(0)
 # (name, bit) of every flag, for fast encoding (iterating an IntFlag is slow).

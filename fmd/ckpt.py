@@ -9,7 +9,8 @@ agents recorded.  The writer applies
 it in the same transaction in which the dispatcher marks the events it covers
 committed (see :mod:`fmd.dispatch`), so a crash can never separate the two.  The new
 ``list.*`` events get their fault-log ids here and are dispatched after the
-commit through :attr:`CheckpointOp.published`.
+commit through :meth:`CheckpointOp.published`; what the op commits of the
+module's progress the dispatcher reads from :meth:`CheckpointOp.progress`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import structlog
 
 from fmd.protocol import ListEvent
-from fmd.store import WriteTxn
+from fmd.store import Progress, Published, WriteTxn
 from fmd.store.codec import list_row
 
 log = structlog.get_logger("fmd.ckpt")
@@ -46,7 +47,7 @@ class CheckpointOp:
     serd: list[tuple[str, str | None]] = field(default_factory=list)
     weight: int = 1
     refusable: bool = False  # module state is held, never refused (see fmd.store.writer)
-    published: list[tuple[str, int, ListEvent]] = field(default_factory=list)
+    _published: list[Published] = field(default_factory=list)
     # Shared with the daemon: modules whose checkpoint failed.  A later
     # checkpoint of such a module is skipped (and covers nothing), since it
     # would commit the events whose state the failed one lost.
@@ -61,7 +62,7 @@ class CheckpointOp:
     def apply(self, tx: WriteTxn) -> None:
         self.skipped = self.module in self.failed_modules
         if self.skipped:
-            self.published = []
+            self._published = []
             return
         if self.doc is not None:
             tx.save_checkpoint(self.module, self.doc, self.now_ns)
@@ -73,18 +74,28 @@ class CheckpointOp:
             tx.delete_case(uuid)
         # self.states is applied by the dispatcher's before_commit, together
         # with the commit of the events (fmd.dispatch).
-        self.published = []
+        self._published = []
         if self.list_events:
             first = tx.allocate("fltlog", len(self.list_events))
             rows = []
             for i, ev in enumerate(self.list_events):
                 rows.append(list_row(ev, first + i, self.now_ns))
-                self.published.append(("fltlog", first + i, ev))
+                self._published.append(("fltlog", first + i, ev))
             tx.insert_fltlog(rows)
         for r in self.resources:
             tx.save_resource(r)
         for r in self.responses:
             tx.save_response(r)
+
+    def progress(self) -> Progress | None:
+        """The module's progress and event states; none when skipped (the checkpoint
+        of a failed module covers nothing)."""
+        if self.skipped:
+            return None
+        return Progress(self.module, self.last_seen, self.states)
+
+    def published(self) -> list[Published]:
+        return self._published
 
     def done(self, error: BaseException | None) -> None:
         self.error = error

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fmd.dispq import SubscriptionTree
 from fmd.eventq import EventItem
 from fmd.protocol import Ereport, ListEvent
-from fmd.store import WriteOp, WriteTxn
+from fmd.store import Op, Progress, WriteOp, WriteTxn
 
 if TYPE_CHECKING:
     from fmd.module import ModuleRunner
@@ -36,19 +35,14 @@ LOGS = ("errlog", "fltlog")
 _ALL = 1 << 62
 
 
-@dataclass(slots=True)
-class ModuleGoneOp:
+class ModuleGoneOp(Op):
     """Releases everything queued to a module that failed or was unloaded."""
 
-    module: str
-    weight: int = 0
-    refusable: bool = False
+    def __init__(self, module: str) -> None:
+        self.module = module
 
-    def apply(self, tx: WriteTxn) -> None:
-        return None
-
-    def done(self, error: BaseException | None) -> None:
-        return None
+    def progress(self) -> Progress:
+        return Progress(self.module, None)
 
 
 class Dispatcher:
@@ -159,26 +153,22 @@ class Dispatcher:
         staged_states: dict[int, int] = {}
         late: list[tuple[int, int]] = []
         committed = self.committed_upto["errlog"]
-        for op in batch:
-            if getattr(op, "skipped", False):
-                continue
-            for eid, state in getattr(op, "states", ()):
+        made = [p for p in (op.progress() for op in batch) if p is not None]
+        for made_by in made:
+            for eid, state in made_by.states:
                 if eid <= committed:
                     late.append((eid, state))
                 elif max(held.get(eid, -1), staged_states.get(eid, -1)) < state:
                     staged_states[eid] = state
         if late:
             tx.advance_states(late)
-        for op in batch:
-            seen: dict[str, int] | None = getattr(op, "last_seen", None)
-            if getattr(op, "skipped", False):
-                continue  # the checkpoint of a failed module covers nothing
-            if seen is not None:
-                mine = progress.setdefault(op.module, {})  # type: ignore[attr-defined]
-                for log, upto in seen.items():
-                    mine[log] = max(mine.get(log, 0), upto)
-            elif isinstance(op, ModuleGoneOp):
-                progress[op.module] = dict.fromkeys(LOGS, _ALL)
+        for made_by in made:
+            if made_by.last_seen is None:
+                progress[made_by.module] = dict.fromkeys(LOGS, _ALL)
+                continue
+            mine = progress.setdefault(made_by.module, {})
+            for log, upto in made_by.last_seen.items():
+                mine[log] = max(mine.get(log, 0), upto)
         upto_now: dict[str, int] = {}
         for log in LOGS:
             frontier = self.dispatched_max[log]
@@ -219,7 +209,7 @@ class Dispatcher:
                         dq.popleft()
             self.committed_upto.update(upto_now)
         for op in batch:
-            publish: Any = getattr(op, "published", None)
+            publish = op.published()
             if publish:
                 log = publish[0][0]
                 self.dispatch_many(log, [(eid, ev) for _, eid, ev in publish])

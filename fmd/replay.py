@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from fmd.case import CaseState
 from fmd.eventq import EventItem
 from fmd.protocol import ListEvent
+from fmd.states import CaseState
 from fmd.store import Store, queries
 from fmd.store.codec import row_ereport, row_list
 

@@ -33,7 +33,7 @@ from fmd.errors import EventRejected, StoreRefused
 from fmd.log import Once, RateLimiter
 from fmd.log import exception_signature as _signature
 from fmd.protocol import EnaGenerator, Ereport, decode_line, ereport_from_decoded
-from fmd.store import WriteTxn
+from fmd.store import Op, Progress, Published, WriteTxn
 from fmd.store.codec import ROW_OVERHEAD, ereport_row
 from fmd.store.health import StoreHealth
 from fmd.telemetry import mca_ereport
@@ -88,7 +88,7 @@ class XprtStats:
 class IngestOp:
     """Ereports to store in one go; ``done`` fires after the commit."""
 
-    __slots__ = ("events", "offset", "on_done", "published", "rows", "weight")
+    __slots__ = ("_published", "events", "offset", "on_done", "rows", "weight")
     refusable = True
 
     def __init__(
@@ -103,7 +103,7 @@ class IngestOp:
         self.on_done = on_done
         self.offset = offset
         self.weight = len(events)
-        self.published: list[tuple[str, int, Ereport]] = []
+        self._published: list[Published] = []
 
     def apply(self, tx: WriteTxn) -> None:
         if self.events:
@@ -111,7 +111,7 @@ class IngestOp:
             for i, (ev, row) in enumerate(zip(self.events, self.rows, strict=True)):
                 ev.id = row[0] = first + i
             tx.insert_errlog(self.rows)
-            self.published = [("errlog", ev.id, ev) for ev in self.events]  # type: ignore[misc]
+            self._published = [("errlog", ev.id, ev) for ev in self.events]  # type: ignore[misc]
             for ev in self.events:
                 ev.payload_text = None  # in the row now; the modules need only the dict
         if self.offset is not None:
@@ -120,11 +120,16 @@ class IngestOp:
     def done(self, error: BaseException | None) -> None:
         self.on_done(error)
 
+    def progress(self) -> Progress | None:
+        return None
 
-class ClockOp:
+    def published(self) -> list[Published]:
+        return self._published
+
+
+class ClockOp(Op):
     """Advance the simulated clock once everything submitted before it is stored."""
 
-    weight = 0
     refusable = True
 
     def __init__(

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
+from fmd import states
 from fmd.api import Handle, ModuleContext
-from fmd.case import CaseState
 from fmd.ckpt import CheckpointOp
 from fmd.clock import SimulatedClock
 from fmd.config import Properties
@@ -25,7 +25,7 @@ from fmd.protocol import (
     CpuFmri,
     Ereport,
 )
-from fmd.store import schema
+from fmd.states import CaseState
 from fmd.timerq import TimerQueue
 
 
@@ -91,7 +91,7 @@ def test_solve_convicts_every_suspect_and_logs_list_suspect() -> None:
     assert (ev.cls, ev.code, ev.fault_status) == ("list.suspect", "FMD-8000-0W", [FAULT_FAULTY])
     assert ev.fault_list[0].location == "CPU 3"
     op = hdl.checkpoint({"errlog": 7, "fltlog": 0})
-    assert op.states == [(7, schema.STATE_DIAGNOSED)]
+    assert op.states == [(7, states.STATE_DIAGNOSED)]
     assert [e.cls for e in op.list_events] == ["list.suspect"]
     _uuid, row, suspects, events = op.cases[0]
     assert (row["state"], events, suspects[0]["asru"]) == (1, [7], "cpu:///cpuid=3")
@@ -245,7 +245,7 @@ def test_event_state_asks_the_store_for_unloaded_cases() -> None:
     hdl, _, _ = make_handle()
     hdl._ctx.cases_holding = lambda eid, module: [(stored.uuid, 1)] if eid == 9 else []
     hdl.restore(None, [], unloaded=[stored.uuid])
-    assert hdl.event_state(9) == schema.STATE_DIAGNOSED
+    assert hdl.event_state(9) == states.STATE_DIAGNOSED
     assert hdl.event_state(10) is None
 
 

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from fmd.case import TRANSITIONS, Case, CaseFlag, CaseState
+from fmd.case import TRANSITIONS, Case
 from fmd.errors import CaseStateError, ProtocolError
+from fmd.states import CaseFlag, CaseState
 
 UUID = "4f7c1d52-3c8e-4b8e-9d55-0c2a3e9b1a10"
 SUSPECT: dict[str, Any] = {

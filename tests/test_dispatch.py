@@ -8,9 +8,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fmd.ckpt import CheckpointOp
 from fmd.dispatch import Dispatcher, ModuleGoneOp
 from fmd.eventq import EventItem, EventQueue
 from fmd.protocol import Ereport
+from fmd.store import Progress
 
 
 class FakeHandle:
@@ -46,11 +48,19 @@ class FakeTx:
 
 @dataclass
 class Ckpt:
+    """A checkpoint as the dispatcher sees it: a module's progress and event states."""
+
     module: str
     last_seen: dict[str, int]
     weight: int = 1
-    published: list[Any] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
     states: list[tuple[int, int]] = field(default_factory=list)
+
+    def progress(self) -> Progress:
+        return Progress(self.module, self.last_seen, self.states)
+
+    def published(self) -> list[Any]:
+        return self.events
 
 
 def ev(cls: str, i: int) -> Ereport:
@@ -198,8 +208,19 @@ def test_checkpoint_of_a_failed_module_covers_nothing() -> None:
     """A checkpoint skipped because its module's earlier checkpoint failed commits nothing."""
     d, _a, _b, _ = setup()
     d.dispatch("errlog", 1, ev("ereport.io.x", 1))
-    skipped = Ckpt("b", {"errlog": 1}, states=[(1, 2)])
-    skipped.skipped = True  # type: ignore[attr-defined]
+    skipped = CheckpointOp(
+        module="b",
+        last_seen={"errlog": 1},
+        doc=None,
+        cases=[],
+        case_deletes=[],
+        states=[(1, 2)],
+        list_events=[],
+        resources=[],
+        now_ns=0,
+        failed_modules={"b"},
+    )
+    skipped.apply(FakeTx())  # type: ignore[arg-type]
     tx = FakeTx()
     assert commit(d, skipped, tx=tx) == []
     assert (tx.states, tx.late) == ({}, [])

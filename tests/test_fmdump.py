@@ -25,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import insert, update
 
+from fmd import states
 from fmd.cli import fmdump
 from fmd.cli.timespec import TimeSpecError, parse_time
 from fmd.paths import Paths
@@ -56,7 +57,7 @@ def _ereport(
         "class": cls,
         "detector": kw.get("detector", "cpu:///cpuid=0"),
         "payload": kw.get("raw", orjson.dumps(payload).decode()),
-        "state": schema.STATE_DIAGNOSED,
+        "state": states.STATE_DIAGNOSED,
         "committed": True,
         "injected": False,
         "xprt": "test",

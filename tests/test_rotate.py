@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import delete, insert, select, update
 
+from fmd import states
 from fmd.cli import fmdump
 from fmd.paths import Paths
 from fmd.store import Store, schema
@@ -50,7 +51,7 @@ def _err(i: int) -> dict[str, Any]:
         "class": f"ereport.test.e{i}",
         "detector": None,
         "payload": "{}",
-        "state": schema.STATE_DIAGNOSED,
+        "state": states.STATE_DIAGNOSED,
         "committed": i <= 8,
         "injected": False,
         "xprt": "test",

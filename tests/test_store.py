@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 
+from fmd import states
 from fmd.errors import StoreError
-from fmd.store import Store, WriteTxn, queries, schema
+from fmd.store import Op, Store, WriteTxn, queries, schema
 from tests.pgschema import pg_schema_url
 
 
@@ -48,9 +49,7 @@ def _row(i: int, *, cls: str = "ereport.test.a", ena: int = 1, state: int = 1) -
     return tuple(row[c] for c in schema.ERRLOG_COLUMNS)
 
 
-class _Op:
-    refusable = False
-
+class _Op(Op):
     def __init__(self, fn: Any, weight: int = 1) -> None:
         self.fn = fn
         self.weight = weight
@@ -159,8 +158,8 @@ def test_states_move_forward_and_commit_discards_received(store: Store) -> None:
 
     def fill(tx: WriteTxn) -> None:
         tx.insert_errlog([_row(i) for i in range(1, 5)])
-        tx.advance_states([(2, schema.STATE_ACCEPTED), (3, schema.STATE_DIAGNOSED)])
-        tx.advance_states([(3, schema.STATE_ACCEPTED)])
+        tx.advance_states([(2, states.STATE_ACCEPTED), (3, states.STATE_DIAGNOSED)])
+        tx.advance_states([(3, states.STATE_ACCEPTED)])
         tx.commit_range("errlog", 0, 3)
 
     writer.call(fill)
@@ -168,10 +167,10 @@ def test_states_move_forward_and_commit_discards_received(store: Store) -> None:
     with store.reader() as conn:
         rows = {r.id: (r.state, r.committed) for r in conn.execute(select(schema.errlog))}
     assert rows == {
-        1: (schema.STATE_DISCARDED, True),
-        2: (schema.STATE_ACCEPTED, True),
-        3: (schema.STATE_DIAGNOSED, True),
-        4: (schema.STATE_RECEIVED, False),
+        1: (states.STATE_DISCARDED, True),
+        2: (states.STATE_ACCEPTED, True),
+        3: (states.STATE_DIAGNOSED, True),
+        4: (states.STATE_RECEIVED, False),
     }
     with store.reader() as conn:
         assert [r.id for r in queries.uncommitted(conn, "errlog")] == [4]

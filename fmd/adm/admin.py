@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from fmd import asru
 from fmd.adm.requests import store_health
 from fmd.adm.server import AdmServer, bad_arg, bool_arg, opt_str_arg, str_arg
-from fmd.case import CaseState
 from fmd.ckpt import CheckpointOp
 from fmd.errors import AdmError, ModuleError
 from fmd.module import ModuleRunner
+from fmd.states import CaseFlag, CaseState
 from fmd.store.rsrc import solved_cases
 
 if TYPE_CHECKING:
@@ -70,8 +70,8 @@ def faulty(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
                 "time_ns": case["diag_time_ns"],
                 "state": CaseState(case["state"]).name.lower(),
                 "module": case["module"],
-                "injected": bool(case["flags"] & 0x40),
-                "invisible": bool(case["flags"] & 0x20),
+                "injected": bool(case["flags"] & CaseFlag.INJECTED),
+                "invisible": bool(case["flags"] & CaseFlag.INVISIBLE),
                 "description": msg.description_with_url() if msg else "",
                 "response": msg.response if msg else "",
                 "impact": msg.impact if msg else "",

@@ -40,13 +40,6 @@ from fmd.protocol.ereport import (
     parse_ereport_line,
 )
 from fmd.protocol.events import (
-    FAULT_ACQUITTED,
-    FAULT_DEGRADED,
-    FAULT_FAULTY,
-    FAULT_NOT_PRESENT,
-    FAULT_REPAIRED,
-    FAULT_REPLACED,
-    FAULT_UNUSABLE,
     LIST_CLASSES,
     SUSPECT_PREFIXES,
     FmdFmriField,
@@ -71,6 +64,17 @@ from fmd.protocol.fmri import (
     sanitize_authority,
 )
 from fmd.protocol.timefmt import parse_time, utc_iso
+
+# The fault-status bits of suspects (fmd.states), re-exported for modules.
+from fmd.states import (
+    FAULT_ACQUITTED,
+    FAULT_DEGRADED,
+    FAULT_FAULTY,
+    FAULT_NOT_PRESENT,
+    FAULT_REPAIRED,
+    FAULT_REPLACED,
+    FAULT_UNUSABLE,
+)
 
 __all__ = [
     "ENA_FORMAT1",

@@ -23,14 +23,6 @@ from fmd.protocol.classes import _class_problem
 from fmd.protocol.fmri import FmdFmri, Fmri, fmri_from_obj, fmri_to_json
 from fmd.protocol.timefmt import _NS_PER_S
 
-FAULT_FAULTY: Final = 0x1
-FAULT_UNUSABLE: Final = 0x2
-FAULT_NOT_PRESENT: Final = 0x4
-FAULT_DEGRADED: Final = 0x8
-FAULT_REPAIRED: Final = 0x10
-FAULT_REPLACED: Final = 0x20
-FAULT_ACQUITTED: Final = 0x40
-
 SUSPECT_PREFIXES: Final = ("fault.", "defect.", "upset.")
 ListClass = Literal[
     "list.suspect", "list.isolated", "list.repaired", "list.updated", "list.resolved"

@@ -35,9 +35,12 @@ from fmd.store.salvage import (
 )
 from fmd.store.tolerant import is_corruption, reason
 from fmd.store.wal import WalCheckpointer
-from fmd.store.writer import WriteOp, Writer, WriteTxn
+from fmd.store.writer import Op, Progress, Published, WriteOp, Writer, WriteTxn
 
 __all__ = [
+    "Op",
+    "Progress",
+    "Published",
     "SalvageReport",
     "Store",
     "WriteOp",

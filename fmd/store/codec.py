@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from fmd import states
 from fmd.protocol import Ereport, ListEvent, parse_fmri_cached
 from fmd.store import schema
 
@@ -28,7 +29,7 @@ def ereport_row(ev: Ereport, *, recv_ns: int, xprt: str) -> list[Any]:
         ev.cls,
         ev.detector_str,
         text if text is not None else orjson.dumps(ev.payload).decode(),
-        schema.STATE_RECEIVED,
+        states.STATE_RECEIVED,
         False,
         ev.injected,
         xprt,

@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
 )
 
+from fmd.states import CaseState
 from fmd.store import schema
 
 
@@ -103,8 +104,14 @@ def uncommitted(conn: Connection, log_name: str, batch: int = 5000) -> Iterator[
         last = rows[-1].id
 
 
-# Case states (fmd.case.CaseState) these queries select on.
-_UNSOLVED, _SOLVED, _CLOSE_WAIT, _CLOSED, _REPAIRED, _RESOLVED = 0, 1, 2, 3, 4, 5
+_UNSOLVED, _SOLVED, _CLOSE_WAIT, _CLOSED, _REPAIRED, _RESOLVED = (
+    CaseState.UNSOLVED,
+    CaseState.SOLVED,
+    CaseState.CLOSE_WAIT,
+    CaseState.CLOSED,
+    CaseState.REPAIRED,
+    CaseState.RESOLVED,
+)
 _CHUNK = 500
 # Up to this many cases are looked up by uuid; more are found by scanning.
 _FEW = 5000
@@ -390,7 +397,7 @@ def rotatable_errlog(conn: Connection, upto: int, after: int, batch: int) -> lis
     """Committed errlog rows with ids in (after, upto] that no open case holds
     (a case whose state is below RESOLVED), at most ``batch`` of them, by id."""
     t, ce, c = schema.errlog, schema.case_events, schema.cases
-    held = select(ce.c.event_id).join(c, c.c.uuid == ce.c.uuid).where(c.c.state < 5)
+    held = select(ce.c.event_id).join(c, c.c.uuid == ce.c.uuid).where(c.c.state < _RESOLVED)
     q = (
         select(t)
         .where(and_(t.c.id > after, t.c.id <= upto, t.c.id.not_in(held)))
@@ -404,7 +411,7 @@ def rotatable_fltlog(conn: Connection, upto: int, after: int, batch: int) -> lis
     """Committed fltlog rows with ids in (after, upto] whose case is resolved or
     gone, at most ``batch`` of them, by id."""
     t, c = schema.fltlog, schema.cases
-    open_cases = select(c.c.uuid).where(c.c.state < 5)
+    open_cases = select(c.c.uuid).where(c.c.state < _RESOLVED)
     q = (
         select(t)
         .where(and_(t.c.id > after, t.c.id <= upto, t.c.uuid.not_in(open_cases)))

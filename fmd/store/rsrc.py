@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from fmd.states import CaseState
 from fmd.store import schema
 
-# Case states (fmd.case.CaseState) a resource can still be faulty in.
-_SOLVED, _REPAIRED, _RESOLVED = 1, 4, 5
+_SOLVED, _RESOLVED = CaseState.SOLVED, CaseState.RESOLVED
 
 
 def solved_cases(

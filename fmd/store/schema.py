@@ -44,13 +44,6 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
-# Event states, as in the reference (fmd_event.c); they only move forward.
-STATE_DISCARDED = 0
-STATE_RECEIVED = 1
-STATE_ACCEPTED = 2
-STATE_DIAGNOSED = 3
-STATE_NAMES = {0: "discarded", 1: "received", 2: "accepted", 3: "diagnosed"}
-
 errlog = Table(
     "errlog",
     metadata,

@@ -41,6 +41,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Final, Protocol
 
@@ -49,10 +50,31 @@ from sqlalchemy import Connection, Engine, Table, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from fmd.errors import StoreRefused
+from fmd.states import STATE_DISCARDED, STATE_RECEIVED
 from fmd.store import queries, schema
 from fmd.store.health import StoreHealth, is_disk_full
 
 log = structlog.get_logger("fmd.store")
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What committing an op tells the commit frontier (:mod:`fmd.dispatch`).
+
+    ``module`` has consumed its events up to ``last_seen`` (per log), or, with
+    ``last_seen`` None, is gone (failed or unloaded: nothing queued to it holds
+    a commit back any more).  ``states`` are error-log state changes
+    ``(event id, state)`` to write with the commit of those events.
+    """
+
+    module: str
+    last_seen: Mapping[str, int] | None
+    states: Sequence[tuple[int, int]] = ()
+
+
+# An event stored by an op, dispatched once its transaction commits:
+# (log, id, the event).
+Published = tuple[str, int, Any]
 
 
 class WriteOp(Protocol):
@@ -60,7 +82,8 @@ class WriteOp(Protocol):
 
     ``refusable`` is True for new input (it may be refused while the store
     cannot take it; the sender is told) and False for state that must be kept
-    (held until the store takes writes again).
+    (held until the store takes writes again).  After ``apply``, ``progress``
+    and ``published`` say what the commit means to the dispatcher.
     """
 
     weight: int
@@ -71,6 +94,32 @@ class WriteOp(Protocol):
 
     def done(self, error: BaseException | None) -> None:
         """Called on the writer thread after the commit (or the final failure)."""
+
+    def progress(self) -> Progress | None:
+        """A module's progress committed by this op, or None."""
+
+    def published(self) -> Sequence[Published]:
+        """The events this op stored, to dispatch after the commit."""
+
+
+class Op:
+    """A convenient base for write ops that store nothing to dispatch and carry no
+    module progress (subclasses override what they need)."""
+
+    weight: int = 0
+    refusable: bool = False
+
+    def apply(self, tx: WriteTxn) -> None:
+        return None
+
+    def done(self, error: BaseException | None) -> None:
+        return None
+
+    def progress(self) -> Progress | None:
+        return None
+
+    def published(self) -> Sequence[Published]:
+        return ()
 
 
 class WriteTxn:
@@ -208,7 +257,7 @@ class WriteTxn:
                 "commit_errlog",
                 lambda m: (
                     "UPDATE errlog SET committed = TRUE, state = CASE WHEN state = "
-                    f"{schema.STATE_RECEIVED} THEN {schema.STATE_DISCARDED} ELSE state END "
+                    f"{STATE_RECEIVED} THEN {STATE_DISCARDED} ELSE state END "
                     f"WHERE id > {m} AND id <= {m} AND committed = FALSE"
                 ),
             )
@@ -643,10 +692,7 @@ class Writer:
                 log.exception("store_after_commit_failed")
 
 
-class _CallOp:
-    weight = 0
-    refusable = False
-
+class _CallOp(Op):
     def __init__(self, fn: Callable[[WriteTxn], Any]) -> None:
         self.fn = fn
         self.result: Any = None

@@ -20,14 +20,14 @@ from sqlalchemy.exc import OperationalError
 
 from fmd.errors import StoreRefused
 from fmd.log import SafeStream
-from fmd.store import Store, WriteTxn
+from fmd.store import Op, Store, WriteTxn
 from fmd.store.health import StoreHealth, StoreState, is_disk_full
 from tests.fmdproc import FmdProcess
 
 FULL = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
 
 
-class _Op:
+class _Op(Op):
     """A write op that records when it was applied, and fails while ``fail`` is set."""
 
     def __init__(self, name: str, log: list[str], fail: threading.Event, *, refusable: bool):
