@@ -59,7 +59,7 @@ from agents.diagnosis import (
     serd_record,
     time_prop,
 )
-from fmd.config import PropSpec
+from fmd.config import PropSpec, PropType
 from fmd.module import Plugin
 from fmd.protocol import Ereport
 
@@ -132,6 +132,13 @@ class AmdDiagnosis(Plugin):
         count_prop(
             "rank_thresh", "128", "faulted pages on one rank beyond which its DIMM is faulty"
         ),
+        PropSpec(
+            "pages_under_dimm",
+            PropType.BOOL,
+            "false",
+            "Keep diagnosing (and so retiring) pages of a DIMM already diagnosed faulty; by "
+            "default the DIMM's fault covers its pages and their errors join its case.",
+        ),
     )
 
     def __init__(self) -> None:
@@ -173,6 +180,10 @@ class AmdDiagnosis(Plugin):
         if target is None:
             return
         page, dimm, pkey, dkey = target
+        if not uncorrected and not hdl.prop("pages_under_dimm") and join(hdl, dkey, ev):
+            # A faulty DIMM covers its pages: the error joins the DIMM's case.
+            hdl.stat("under_faulty_dimm", "corrected errors on a DIMM already faulty").incr()
+            return
         kind = "ue" if uncorrected else "sb" if single_bit(p) else "ck"
         page_engine = f"serd.memory.amd.page_{kind}@physaddr={page:#x}"
 

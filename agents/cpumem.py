@@ -15,11 +15,19 @@ Life of one ereport::
         for P, then D: outstanding case ----------------------> joined to it
                        else -----------------------------------> page_ue / dimm_ue now
     mem_ce --> page P, DIMM D
+        D outstanding (and not pages_under_dimm) -------------> joined to D's case
         P outstanding ----------------------------------------> joined
         else serd page@P --fires--> page_ce case; P joins D's faulted pages
         D outstanding ----------------------------------------> joined
         else serd dimm@D --fires--> dimm_ce case
         D's faulted pages reach dimm_pages -------------------> dimm_ce case
+
+Storms: a DIMM diagnosed faulty covers its pages — a correctable-error storm on
+it (a bad pin, a failing rank) joins the DIMM's case, one O(1) step per
+ereport, instead of opening a case, SERD engine and page retire for every page
+it touches; ``pages_under_dimm`` keeps diagnosing (and so retiring) pages
+under a faulty DIMM.  An uncorrected error still faults its page (a page that
+may hold poisoned data must be retired), under a faulty DIMM too.
 
 "Outstanding" means the case a resource was last diagnosed in is still held
 (``hdl.case_get`` finds it: solved or isolated, not yet repaired and resolved).
@@ -62,7 +70,7 @@ from agents.diagnosis import (
     serd_record,
     time_prop,
 )
-from fmd.config import PropSpec
+from fmd.config import PropSpec, PropType
 from fmd.module import Plugin
 from fmd.protocol import Ereport
 
@@ -129,6 +137,13 @@ class CpumemDiagnosis(Plugin):
         count_prop("dimm_n", "10", "SERD N for corrected errors on one DIMM"),
         time_prop("dimm_t", "1week", "SERD T for corrected errors on one DIMM"),
         count_prop("dimm_pages", "64", "faulted pages that make their DIMM faulty"),
+        PropSpec(
+            "pages_under_dimm",
+            PropType.BOOL,
+            "false",
+            "Keep diagnosing (and so retiring) pages of a DIMM already diagnosed faulty; by "
+            "default the DIMM's fault covers its pages and their errors join its case.",
+        ),
     )
 
     def __init__(self) -> None:
@@ -179,6 +194,9 @@ class CpumemDiagnosis(Plugin):
             return
         page, dimm, pkey, dkey = target
         uncorrected = uncorrected or bool(p.get("error_uncorrected"))
+        if not uncorrected and not hdl.prop("pages_under_dimm") and join(hdl, dkey, ev):
+            hdl.stat("under_faulty_dimm", "corrected errors on a DIMM already faulty").incr()
+            return
         unum = dimm.asru.unum
         page_engine = f"serd.memory.generic-x86.page_ce@physaddr={page:#x}"
         dimm_engine = f"serd.memory.generic-x86.dimm_ce@{unum}"

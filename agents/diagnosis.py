@@ -7,12 +7,12 @@ DIMM is faulty; this module holds what they do the same way once they have:
   ``dimm@<DIMM path>``;
 - the "outstanding case" bookkeeping: ``hdl.specific["cases"]`` maps each
   resource key to the uuid of the case it was last diagnosed in.  While
-  ``hdl.case_get`` finds that case (solved or isolated, not yet repaired and
-  resolved) a later ereport on the resource joins it instead of being
-  diagnosed again; once the case is gone the key is dropped::
+  ``hdl.case_get`` finds that case and it is not yet repaired (solved or
+  isolated) a later ereport on the resource joins it instead of being
+  diagnosed again; once the case is repaired or gone the key is dropped::
 
       ereport on key K --> K in cases, case held --> joined (stat "joined")
-                           K in cases, case gone --> K forgotten --> engine decides
+                           K in cases, case repaired or gone --> K forgotten --> engine decides
                            K not in cases ---------------------> engine decides
       engine decides "faulty" --> diagnose(): case opened, SERD events added,
                                   engine reset, solved, cases[K] = uuid
@@ -113,12 +113,13 @@ def join(hdl: Handle, key: str, ev: Ereport) -> bool:
     if uuid is None:
         return False
     case = hdl.case_get(uuid)
-    if case is None:
-        # Repaired and resolved: the resource may be diagnosed afresh.
+    if case is None or case.is_repaired:
+        # Repaired (and perhaps resolved): the resource may be diagnosed afresh.
         del cases[key]
         return False
-    if ev.id not in case.events:
-        hdl.case_add_ereport(case, ev)
+    # The case keeps its first ereports and counts the rest (fmd.case): a
+    # storm on a diagnosed resource costs the same per event however long it lasts.
+    hdl.case_add_ereport(case, ev)
     hdl.stat("joined", "ereports added to an outstanding case").incr()
     return True
 
@@ -139,7 +140,7 @@ def diagnose(
     if engine and hdl.serd_exists(engine):
         hdl.case_add_serd(case, engine)
         hdl.serd_reset(engine)
-    if ev.id not in case.events:
+    if ev.id is None or not case.contains_event(ev.id):
         hdl.case_add_ereport(case, ev)
     hdl.case_add_suspect(case, suspect)
     hdl.case_solve(case)

@@ -264,7 +264,7 @@ class Handle:
     def serd_record(self, name: str, ev: Ereport) -> bool:
         """Record an ereport; True when the engine fires on it.  The event becomes ACCEPTED."""
         eid = self._event_id(ev)
-        fired = self.serd.record(name, eid, ev.time_ns)
+        fired = self.serd.record(name, eid, ev.time_ns, ev.count, ev.last_ns)
         self._advance(eid, states.STATE_ACCEPTED)
         return fired
 
@@ -374,8 +374,8 @@ class Handle:
     def case_add_ereport(self, case: Case, ev: Ereport) -> None:
         """Add an ereport to a case (also to a solved one: it is then DIAGNOSED)."""
         eid = self._event_id(ev)
-        self._own(case, meta=case.principal is None)
-        case.add_ereport(eid)
+        self._own(case)
+        case.add_ereport(eid, ev.count)
         self._mark_injected(case, ev)
         solved = case.is_solved
         self._advance(eid, states.STATE_DIAGNOSED if solved else states.STATE_ACCEPTED)
@@ -396,7 +396,7 @@ class Handle:
     def case_add_serd(self, case: Case, name: str) -> None:
         """Move the events of SERD engine ``name`` into the case."""
         engine = self.serd.get(name)
-        self._own(case).add_serd(name, engine.event_ids())
+        self._own(case).add_serd(name, engine.event_ids(), [e.errors for e in engine.events])
         # SERD engines hold references, not the events: the event that made the
         # engine fire decides whether the case is injected.
         current = self._current
@@ -775,7 +775,8 @@ def case_record(case: Case, suspects_changed: bool = True) -> CaseRecord:
         "code": case.code,
         "diag_time_ns": case.diag_time_ns,
         "open_time_ns": case.open_time_ns,
-        "data": orjson.dumps(case.to_dict(include_events=False)).decode(),
+        "data": orjson.dumps(case.stored_extras()).decode(),
+        "ereports": case.ereports,
     }
     suspects = (
         None

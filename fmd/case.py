@@ -46,15 +46,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from fmd.errors import CaseStateError, ProtocolError
 from fmd.states import CaseFlag, CaseState
+
+# A case keeps the ids of its first MAX_CASE_EVENTS ereports and only counts the
+# rest (``ereports``), as illumos bounds what a case holds: errors that keep
+# arriving for a resource already diagnosed cost O(1) each and never grow the
+# case, however long a storm lasts.
+MAX_CASE_EVENTS: Final = 256
+
+# The members of a suspect the store keeps in columns of their own (the
+# ``suspects`` table); the rest go to the case's stored extras.
+SUSPECT_COLUMNS: Final = ("class", "certainty", "asru", "fru", "resource", "location", "status")
 
 _NO_FLAGS = CaseFlag(0)
 # (name, bit) of every flag, for fast encoding (iterating an IntFlag is slow).
@@ -119,6 +129,8 @@ class Case:
     flags: CaseFlag = _NO_FLAGS
     bufs: dict[str, bytes] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    # Every ereport counted against the case, kept in ``events`` or not.
+    ereports: int = 0
     # A set mirror of ``events`` so membership tests stay O(1) for cases that
     # collect many events (self-diagnosis, a resource that keeps erring).
     _event_set: set[int] = field(default_factory=set, repr=False, compare=False)
@@ -139,6 +151,12 @@ class Case:
     def is_solved(self) -> bool:
         """True once the case was solved (whatever happened after)."""
         return CaseFlag.SOLVED in self.flags
+
+    @property
+    def is_repaired(self) -> bool:
+        """True once the case's suspects were repaired (REPAIRED or RESOLVED): it
+        takes no more events, and its resources may be diagnosed afresh."""
+        return self.state >= CaseState.REPAIRED
 
     @property
     def is_open(self) -> bool:
@@ -189,8 +207,11 @@ class Case:
                 "events and suspects may only be added while the case is UNSOLVED"
             )
 
-    def add_ereport(self, event_id: int) -> bool:
-        """Add an event to the case; the first one becomes the principal. False if present.
+    def add_ereport(self, event_id: int, count: int = 1) -> bool:
+        """Count an event (which stands for ``count`` errors) against the case and
+        keep its id unless the case holds MAX_CASE_EVENTS already; the first one
+        becomes the principal.  False if the id was not added (present, or past
+        the limit: then only counted).
 
         Allowed until the case is repaired: errors that keep arriving for a
         resource already diagnosed faulty join its case instead of opening a
@@ -206,17 +227,23 @@ class Case:
             self.mark_dirty()
         if event_id in self._event_set:
             return False
+        self.ereports += count
+        self.mark_dirty()
+        if len(self.events) >= MAX_CASE_EVENTS:
+            return False
         self.events.append(event_id)
         self._event_set.add(event_id)
         self.new_events.append(event_id)
-        self.mark_dirty()
         return True
 
-    def add_serd(self, name: str, event_ids: Iterable[int]) -> None:
-        """Add the events of a fired SERD engine and remember the engine's name."""
+    def add_serd(
+        self, name: str, event_ids: Iterable[int], counts: Sequence[int] | None = None
+    ) -> None:
+        """Add the events of a fired SERD engine (``counts``: the errors each stands
+        for, 1 when not given) and remember the engine's name."""
         self._require_unsolved(f"add SERD engine {name!r}")
-        for event_id in event_ids:
-            self.add_ereport(event_id)
+        for i, event_id in enumerate(event_ids):
+            self.add_ereport(event_id, counts[i] if counts is not None else 1)
         if name not in self.serd_names:
             self.serd_names.append(name)
             self.mark_dirty()
@@ -229,6 +256,7 @@ class Case:
             self.events.append(event_id)
             self._event_set.add(event_id)
             self.new_events.append(event_id)
+            self.ereports += 1
         self.mark_dirty()
 
     def add_suspect(self, suspect: Mapping[str, Any]) -> None:
@@ -300,6 +328,63 @@ class Case:
         self.events = list(dict.fromkeys(event_ids))
         self._event_set = set(self.events)
         self.new_events = []
+        self.ereports = max(self.ereports, len(self.events))
+
+    def stored_extras(self) -> dict[str, Any]:
+        """What the store keeps of the case beyond its ``cases`` columns (state,
+        flags, principal, code, times, ereports), its ``suspects`` rows and its
+        ``case_events``: the single other source, so that nothing is kept twice."""
+        return {
+            "serd_names": list(self.serd_names),
+            "bufs": {k: base64.b64encode(v).decode("ascii") for k, v in sorted(self.bufs.items())},
+            "data": _json_copy(self.data, f"case {self.uuid}: module data"),
+            "suspects": [_suspect_extras(s) for s in self.suspects],
+        }
+
+    @classmethod
+    def from_store(
+        cls,
+        row: Mapping[str, Any],
+        suspects: Sequence[Mapping[str, Any]],
+        events: Iterable[int],
+        extras: Mapping[str, Any],
+    ) -> Case:
+        """Rebuild a case from its ``cases`` row, ``suspects`` rows, event ids and
+        stored extras (older databases kept a full record there: its suspects'
+        members that have columns of their own are taken from the columns).
+        ProtocolError if anything is malformed."""
+        uuid = str(row["uuid"])
+        kept = extras.get("suspects", [])
+        rebuilt: list[dict[str, Any]] = []
+        for i, srow in enumerate(suspects):
+            suspect = {k: srow[k] for k in SUSPECT_COLUMNS if srow.get(k) is not None}
+            extra = kept[i] if isinstance(kept, list) and i < len(kept) else None
+            if isinstance(extra, Mapping):
+                suspect.update(_suspect_extras(extra))
+            rebuilt.append(suspect)
+        try:
+            state = CaseState(int(row["state"])).name
+            flags = [name for name, bit in _FLAG_BITS if int(row["flags"]) & bit]
+        except (TypeError, ValueError):
+            raise ProtocolError(f"case {uuid}: stored state or flags are not valid") from None
+        record = {
+            "uuid": uuid,
+            "module": row["module"],
+            "state": state,
+            "open_time_ns": row["open_time_ns"],
+            "principal": row["principal"],
+            "code": row["code"],
+            "diag_time_ns": row["diag_time_ns"],
+            "flags": flags,
+            "serd_names": extras.get("serd_names", []),
+            "bufs": extras.get("bufs", {}),
+            "data": extras.get("data", {}),
+            "suspects": rebuilt,
+            "ereports": row.get("ereports", 0),
+        }
+        case = cls.from_dict(record)
+        case.restore_events(events)
+        return case
 
     def to_dict(self, *, include_events: bool = True) -> dict[str, Any]:
         """A JSON-able record of the case; DIRTY is not saved, bufs are base64.
@@ -322,6 +407,7 @@ class Case:
             "flags": [name for name, bit in _FLAG_BITS if saved & bit],
             "bufs": {k: base64.b64encode(v).decode("ascii") for k, v in sorted(self.bufs.items())},
             "data": _json_copy(self.data, f"case {self.uuid}: module data"),
+            "ereports": self.ereports,
         }
 
     @classmethod
@@ -387,6 +473,7 @@ class Case:
         data = record.get("data", {})
         if not isinstance(data, dict):
             raise bad("data object")
+        ereports = opt_int("ereports") or 0
         return cls(
             uuid=uuid,
             module=module,
@@ -401,4 +488,16 @@ class Case:
             flags=flags & ~CaseFlag.DIRTY,
             bufs=bufs,
             data=_json_copy(data, f"case {uuid}: module data"),
+            ereports=max(ereports, len(events)),
         )
+
+
+def _suspect_extras(suspect: Mapping[str, Any]) -> dict[str, Any]:
+    """The members of a suspect that its ``suspects`` row does not hold: those
+    without a column, and FMRIs kept in object form (an fmd FMRI's string is
+    lossy)."""
+    return {
+        k: v
+        for k, v in suspect.items()
+        if k not in SUSPECT_COLUMNS or not isinstance(v, str | int) or isinstance(v, bool)
+    }

@@ -519,6 +519,15 @@ DAEMON_PROPERTIES: Final[tuple[PropSpec, ...]] = (
         "Events a transport client may send at once above xprt.rate before it is throttled.",
     ),
     PropSpec(
+        "xprt.coalesce",
+        _P.UINT32,
+        "100",
+        "Identical ereports (same class, detector and payload) beyond this many per second "
+        "are stored as one record with a count and a time span, so a storm costs storage, "
+        "memory and diagnosis in proportion to what is new; the counts stay exact. 0 stores "
+        "every ereport on its own.",
+    ),
+    PropSpec(
         "log.level",
         _P.ENUM,
         "info",
@@ -592,6 +601,13 @@ DAEMON_PROPERTIES: Final[tuple[PropSpec, ...]] = (
         _P.BOOL,
         "true",
         "Restore module checkpoints from the store when fmd starts.",
+    ),
+    PropSpec(
+        "shutdown.wait",
+        _P.TIME,
+        "10s",
+        "How long a shutdown lets the modules work through the events still queued; what "
+        "is left then is replayed at the next start (the log says how many).",
     ),
     PropSpec(
         "self.name",

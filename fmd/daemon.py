@@ -221,11 +221,14 @@ class Daemon:
         for r in self.runners.values():
             if r.state is ModuleState.LOADING:
                 r.start()
-        if not self.quiesce(300.0):
+        # The replay is queued (as references the modules read back on their own
+        # threads) ahead of anything new, so fmd opens its sockets at once and the
+        # modules work through it in the background.  With the simulated clock,
+        # which tests and replays advance by control events, fmd first lets the
+        # modules finish, so that no timer a replayed event installs races an
+        # advance of the clock.
+        if isinstance(self.clock, SimulatedClock) and not self.quiesce(300.0):
             log.warning("replay_slow", note="modules still busy after 300 s; starting anyway")
-        # Faults re-sent to response agents go behind the replay, as references
-        # the agents read back on their own threads: fmd does not wait for them
-        # (however many there are), and anything new queues behind them.
         self.fault_replays = queue_fault_replays(
             self.store, self.dispatcher, list(self.runners.values())
         )
@@ -489,6 +492,7 @@ class Daemon:
             err_window_ns=p.get_time_ns("log.errwindow"),
             platform=self.platform,
             health=self.health,
+            coalesce=p.get_int("xprt.coalesce"),
         )
         self.ingest = ingest
         with self.store.reader() as conn:
@@ -611,7 +615,25 @@ class Daemon:
             t.stop()
         if self.adm is not None:
             self.adm.stop()
-        self.quiesce(60.0)
+        drain = self.props.get_time_ns("shutdown.wait") / 1e9
+        if not self.quiesce(drain):
+            # A backlog (a storm, a long replay): what is still queued stays
+            # uncommitted and is replayed at the next start; each module stops
+            # after the event it is working on and checkpoints what it did.
+            dropped = {r.name: r.abandon() for r in self.runners.values()}
+            self.quiesce(drain)
+            left = {
+                name: n + self.runners[name].abandoned
+                for name, n in dropped.items()
+                if n + self.runners[name].abandoned
+            }
+            if left:
+                log.warning(
+                    "shutdown_left_for_replay",
+                    events=sum(left.values()),
+                    modules=left,
+                    note="these events are replayed to these modules at the next start",
+                )
         self.timers.stop()
         for r in self.runners.values():
             r.stop()
@@ -624,9 +646,11 @@ class Daemon:
 def _case_of(row: dict[str, Any]) -> Case | None:
     """A case rebuilt from its stored record and events (None, logged, if unreadable)."""
     try:
-        case = Case.from_dict(orjson.loads(row["data"]))
-        case.restore_events(row["events"])
-    except (FmdError, ValueError) as exc:
+        extras = orjson.loads(row["data"]) if row["data"] else {}
+        if not isinstance(extras, dict):
+            raise ValueError("its stored extras are not a JSON object")
+        case = Case.from_store(row, row["suspects"], row["events"], extras)
+    except (FmdError, ValueError, KeyError) as exc:
         log.error("case_restore_failed", uuid=row["uuid"], error=str(exc))
         return None
     return case

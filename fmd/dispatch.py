@@ -74,9 +74,14 @@ class Dispatcher:
     def targets(self, event: Ereport | ListEvent) -> list[ModuleRunner]:
         if isinstance(event, ListEvent):
             found = self.tree.match_event(event.cls, [s.cls for s in event.fault_list])
-        else:
-            found = self.tree.match(event.cls)
-        out = [r for r in found if r.active]
+            return self._or_selfdiag([r for r in found if r.active])
+        return self.class_targets(event.cls)
+
+    def class_targets(self, cls: str) -> list[ModuleRunner]:
+        """The modules an ereport of class ``cls`` goes to (self-diagnosis if none)."""
+        return self._or_selfdiag([r for r in self.tree.match(cls) if r.active])
+
+    def _or_selfdiag(self, out: list[ModuleRunner]) -> list[ModuleRunner]:
         if not out and self.selfdiag is not None and self.selfdiag.active:
             self.stats["nosub"] += 1
             out = [self.selfdiag]
@@ -89,14 +94,10 @@ class Dispatcher:
         n = 0
         for runner in self.targets(event):
             if replay and runner.last_seen[log] >= event_id:
-                # The module consumed the event before the crash (its checkpoint
-                # says so) but the commit mark was not written: only the state
-                # it gave the event has to be recovered.
-                self.stats["partials"] += 1
                 if log == "errlog":
-                    state = runner.handle.event_state(event_id)
-                    if state is not None:
-                        self.hold_state(event_id, state)
+                    self._recover_state(runner, event_id)
+                else:
+                    self.stats["partials"] += 1
                 continue
             self._pending[runner.name][log].append(event_id)
             runner.queue.put_event(EventItem(log, event_id, event))
@@ -107,6 +108,44 @@ class Dispatcher:
         if replay and n:
             self.stats["replayed"] += 1
         return n
+
+    def replay_refs(self, rows: Sequence[tuple[int, str]]) -> int:
+        """Start-up replay of uncommitted error-log events, given as ``(id, class)``
+        in id order: each module that has not consumed an event is queued a
+        *reference* to it, read back from the store on the module's own thread;
+        for a module that has, the state it gave the event is recovered.
+        Returns how many events were queued to at least one module."""
+        by_class: dict[str, list[ModuleRunner]] = {}
+        refs: dict[ModuleRunner, list[tuple[str, int]]] = {}
+        replayed = 0
+        for event_id, cls in rows:
+            runners = by_class.get(cls)
+            if runners is None:
+                runners = by_class[cls] = self.class_targets(cls)
+            n = 0
+            for runner in runners:
+                if runner.last_seen["errlog"] >= event_id:
+                    self._recover_state(runner, event_id)
+                    continue
+                self._pending[runner.name]["errlog"].append(event_id)
+                refs.setdefault(runner, []).append(("errlog", event_id))
+                n += 1
+            self.stats["dispatched"] += n
+            replayed += 1 if n else 0
+            if event_id > self.dispatched_max["errlog"]:
+                self.dispatched_max["errlog"] = event_id
+        for runner, queued in refs.items():
+            runner.queue.put_refs(queued)
+        self.stats["replayed"] += replayed
+        return replayed
+
+    def _recover_state(self, runner: ModuleRunner, event_id: int) -> None:
+        """The module consumed the event before the crash (its checkpoint says so)
+        but the commit mark was not written: recover the state it gave the event."""
+        self.stats["partials"] += 1
+        state = runner.handle.event_state(event_id)
+        if state is not None:
+            self.hold_state(event_id, state)
 
     def dispatch_many(self, log: str, events: list[tuple[int, Ereport | ListEvent]]) -> None:
         """Queue many committed events (in id order) with one lock per module queue."""

@@ -202,6 +202,24 @@ class EventQueue:
             self._closed = True
             self._cond.notify_all()
 
+    def drop_backlog(self) -> int:
+        """Shutdown: forget the events still queued (they stay uncommitted and are
+        replayed at the next start); return how many.  The batch the module is
+        working on finishes and is checkpointed as usual."""
+        with self._cond:
+            events = sum(1 for i in self._items if isinstance(i, EventItem))
+            events += len(self._overflow)
+            for item in self._items:
+                if isinstance(item, CallItem):
+                    item.error = RuntimeError("fmd is shutting down")
+                    item.done.set()
+            self._items.clear()
+            self.bytes = 0
+            self._enq_times.clear()
+            self._overflow.clear()
+            self._cond.notify_all()
+            return events
+
     def drop_all(self) -> None:
         """Forget every queued item (the module failed or was unloaded)."""
         with self._cond:

@@ -290,7 +290,7 @@ class _Parser:
             return j + 1
         if cpu_tok.endswith(".") and _DEC.fullmatch(cpu_tok[:-1]):
             # Xen console: "... incident occurred on CPU n."
-            self._header(lineno).set("cpu", int(cpu_tok[:-1]))
+            self._header(lineno).set("cpu", _number(cpu_tok[:-1], 10, "CPU"))
             return i + 2
         if not _DEC.fullmatch(cpu_tok):
             return i + 1  # prose such as "CPU 1 on socket 0 ..." is not a header

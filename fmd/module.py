@@ -270,6 +270,8 @@ class ModuleRunner:
         self.started_ns = time.monotonic_ns()
         self.error_policy = error_policy
         self._once = Once()
+        self._abandoning = threading.Event()
+        self.abandoned = 0  # events of a batch given up at shutdown
 
     @property
     def active(self) -> bool:
@@ -294,6 +296,14 @@ class ModuleRunner:
 
     def _final_checkpoint(self) -> None:
         self.handle.checkpoint(dict(self.last_seen))
+
+    def abandon(self) -> int:
+        """Shutdown with a backlog: stop taking events (the batch in progress stops
+        after its current event) and forget what is queued; the events stay
+        uncommitted and are replayed at the next start.  Returns how many queued
+        events were forgotten (the batch's rest is counted in ``abandoned``)."""
+        self._abandoning.set()
+        return self.queue.drop_backlog()
 
     def call(self, fn: Callable[[], Any], wait: float | None = None) -> Any:
         """Run ``fn`` on the module's thread; wait for its result if ``wait`` is given."""
@@ -341,7 +351,12 @@ class ModuleRunner:
                 continue
             t0 = time.monotonic_ns()
             try:
-                for item in items:
+                for i, item in enumerate(items):
+                    if self._abandoning.is_set():
+                        # Shutdown: the rest of the batch stays uncommitted and
+                        # is replayed at the next start.
+                        self.abandoned += sum(isinstance(x, EventItem) for x in items[i:])
+                        break
                     self._handle(item)
                 self.handle.checkpoint(dict(self.last_seen))
             except Exception as exc:

@@ -5,7 +5,8 @@ and before the transports open:
 
 1. **Uncommitted events** (:func:`replay_uncommitted`): every fault-log and
    error-log row above the commit frontier is dispatched again, in id order, to
-   the modules whose checkpoint does not cover it (see :mod:`fmd.dispatch`).
+   the modules whose checkpoint does not cover it (see :mod:`fmd.dispatch`);
+   error-log events go as references, read back by each module's thread.
 2. **Faults to response agents** (:func:`queue_fault_replays`): an agent that
    sets ``Plugin.replay_faults`` is re-sent the latest ``list.suspect`` of each
    case still faulty and not yet isolated (SOLVED, CLOSE_WAIT: its action may
@@ -52,23 +53,33 @@ QUESTION_WAIT: Final = 30.0
 
 def replay_uncommitted(store: Store, dispatcher: Dispatcher) -> int:
     """Dispatch every uncommitted event to the modules that have not consumed it;
-    return how many events were replayed."""
+    return how many events were replayed.
+
+    Fault-log events are few and dispatched whole; error-log events are routed
+    by class and queued as references that each module reads back on its own
+    thread (:func:`load_refs`), so fmd is ready in seconds however many events
+    a crash left uncommitted, and a module still sees them before anything new.
+    """
     replayed = 0
     with store.reader() as conn:
-        decoders: dict[str, Callable[[Any], Any]] = {"fltlog": row_list, "errlog": row_ereport}
-        for log_name in ("fltlog", "errlog"):
+        for log_name in LOGS:
             dispatcher.set_committed(log_name, queries.frontier(conn, log_name))
-            decode = decoders[log_name]
-            for row in queries.uncommitted(conn, log_name):
-                try:
-                    ev = decode(row)
-                except Exception as exc:
-                    log.error("replay_decode_failed", log=log_name, id=row.id, error=str(exc))
-                    continue
-                dispatcher.dispatch(log_name, row.id, ev, replay=True)
-                replayed += 1
+        for row in queries.uncommitted(conn, "fltlog"):
+            try:
+                ev = row_list(row)
+            except Exception as exc:
+                log.error("replay_decode_failed", log="fltlog", id=row.id, error=str(exc))
+                continue
+            dispatcher.dispatch("fltlog", row.id, ev, replay=True)
+            replayed += 1
+        replayed += dispatcher.replay_refs(list(queries.uncommitted_classes(conn)))
     if replayed:
-        log.info("replay_queued", events=replayed, partials=dispatcher.stats["partials"])
+        log.info(
+            "replay_queued",
+            events=replayed,
+            partials=dispatcher.stats["partials"],
+            note="the modules read the events back in the background",
+        )
     return replayed
 
 

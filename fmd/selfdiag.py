@@ -31,9 +31,9 @@ _SILENT = ("list.", "ereport.fm.fmd.", "resource.fm.", "resource.sysevent.", "er
 
 _MODULE_DEFECTS = frozenset({"defect.sunos.fmd.module", "defect.sunos.fmd.config"})
 
-# Bounds on what self-diagnosis keeps for unsubscribed events.
+# Unsubscribed classes self-diagnosis opens cases for (a sender inventing
+# classes must not grow its state without end).
 MAX_CLASSES = 1024
-MAX_EVENTS_PER_CASE = 1000
 
 
 class SelfDiagnosis(Plugin):
@@ -47,7 +47,7 @@ class SelfDiagnosis(Plugin):
         hdl.stat("module", "module failures diagnosed")
         hdl.stat("config", "invalid module configuration files diagnosed")
         hdl.stat("dropped", "events dropped silently")
-        hdl.stat("overflow", "unsubscribed events beyond the per-class or class limits")
+        hdl.stat("overflow", "unsubscribed events beyond the limit of classes")
 
     def recv(self, hdl: Handle, event: Any) -> None:
         cls: str = event.cls
@@ -58,14 +58,15 @@ class SelfDiagnosis(Plugin):
         by_class: dict[str, str] = hdl.specific.setdefault("nosub", {})
         uuid = by_class.get(cls)
         case = hdl.case_get(uuid) if uuid else None
+        if case is not None and case.is_repaired:
+            # Repaired by the operator: a later event of the class is a new problem.
+            case = None
+            uuid = None
         if case is not None:
             # One case per class: while it is outstanding, more events of the
-            # class join it rather than producing another diagnosis (up to a
-            # bound, so a flood of one class cannot grow it without end).
-            if len(case.events) < MAX_EVENTS_PER_CASE:
-                hdl.case_add_ereport(case, event)
-            else:
-                hdl.stat("overflow").incr()
+            # class join it rather than producing another diagnosis (the case
+            # keeps the first ones and counts the rest, fmd.case).
+            hdl.case_add_ereport(case, event)
             return
         if uuid is None and len(by_class) >= MAX_CLASSES:
             # A sender inventing classes must not grow our state without end.

@@ -38,6 +38,13 @@ not fire.  fmd keeps that rule: a negative delta is outside the window.
 
 Every change to an engine sets its ``dirty`` flag so the module's checkpoint
 is rewritten after the dispatch that caused it.
+
+An event may stand for several errors: a record that ingest coalesced from
+identical ereports (:mod:`fmd.xprt`) carries their ``count`` and the time of
+the last one.  The engine counts errors, not records: it keeps the fewest
+most recent records whose counts add up to more than N, and fires when those
+span at most T, from the oldest record's time to the newest one's last error.
+With every count 1 this is exactly the rule above.
 """
 
 from __future__ import annotations
@@ -51,10 +58,18 @@ from fmd.errors import SerdError
 
 
 class SerdEvent(NamedTuple):
-    """A reference to a stored event: its id in the event store and its time."""
+    """A reference to a stored event: its id in the event store, its time, and
+    (for a coalesced record) how many errors it stands for and the last one's time."""
 
     event_id: int
     time_ns: int
+    errors: int = 1
+    last_ns: int | None = None
+
+    @property
+    def end_ns(self) -> int:
+        """The time of the last error the event stands for."""
+        return self.time_ns if self.last_ns is None else self.last_ns
 
 
 def _check_params(name: str, n: int, t_ns: int) -> None:
@@ -85,14 +100,17 @@ class SerdEngine:
     events: deque[SerdEvent] = field(default_factory=deque)
     fired: bool = False
     dirty: bool = False
+    # The errors the held events stand for (their counts added up).
+    total: int = 0
 
     def __post_init__(self) -> None:
         _check_params(self.name, self.n, self.t_ns)
+        self.total = sum(ev.errors for ev in self.events)
 
     @property
     def count(self) -> int:
-        """The number of events the engine currently holds."""
-        return len(self.events)
+        """The number of errors the engine currently holds."""
+        return self.total
 
     def empty(self) -> bool:
         """Return True if the engine holds no events."""
@@ -106,18 +124,24 @@ class SerdEngine:
         """The ids of the held events, oldest recorded first."""
         return [ev.event_id for ev in self.events]
 
-    def record(self, event_id: int, time_ns: int) -> bool:
-        """Count one event; return True only on the call that makes the engine fire."""
+    def record(
+        self, event_id: int, time_ns: int, count: int = 1, last_ns: int | None = None
+    ) -> bool:
+        """Count one event (standing for ``count`` errors, the last at ``last_ns``);
+        return True only on the call that makes the engine fire."""
         if self.fired:
             # A fired engine has done its job; the module resets it once it
             # has moved the events into a case.
             return False
-        while len(self.events) > self.n:
-            self.events.popleft()
-        self.events.append(SerdEvent(event_id, time_ns))
+        events = self.events
+        events.append(SerdEvent(event_id, time_ns, count, last_ns))
+        self.total += count
+        # Keep the fewest most recent events that still hold more than N errors.
+        while len(events) > 1 and self.total - events[0].errors > self.n:
+            self.total -= events.popleft().errors
         self.dirty = True
-        if len(self.events) > self.n:
-            delta = self.events[-1].time_ns - self.events[0].time_ns
+        if self.total > self.n:
+            delta = events[-1].end_ns - events[0].time_ns
             # A negative delta (newest recorded earlier than oldest) is the
             # illumos unsigned wraparound case: outside the window.
             if 0 <= delta <= self.t_ns:
@@ -130,6 +154,7 @@ class SerdEngine:
         if self.events or self.fired:
             self.dirty = True
         self.events.clear()
+        self.total = 0
         self.fired = False
 
     def gc(self) -> int:
@@ -140,8 +165,8 @@ class SerdEngine:
         dropped = 0
         # Walk from the oldest and stop at the first event inside the window,
         # as the reference does; later events are kept even if out of order.
-        while self.events and self.events[0].time_ns < horizon:
-            self.events.popleft()
+        while self.events and self.events[0].end_ns < horizon:
+            self.total -= self.events.popleft().errors
             dropped += 1
         if dropped:
             self.dirty = True
@@ -154,7 +179,12 @@ class SerdEngine:
             "n": self.n,
             "t": self.t_ns,
             "fired": self.fired,
-            "events": [[ev.event_id, ev.time_ns] for ev in self.events],
+            "events": [
+                [ev.event_id, ev.time_ns]
+                if ev.errors == 1 and ev.last_ns is None
+                else [ev.event_id, ev.time_ns, ev.errors, ev.end_ns]
+                for ev in self.events
+            ],
         }
 
     @classmethod
@@ -173,13 +203,15 @@ class SerdEngine:
         for item in raw_events:
             if (
                 not isinstance(item, list | tuple)
-                or len(item) != 2
+                or len(item) not in (2, 4)
                 or not all(isinstance(x, int) and not isinstance(x, bool) for x in item)
+                or (len(item) == 4 and item[2] < 1)
             ):
                 raise SerdError(
-                    f"SERD engine {name!r}: checkpoint event {item!r} is not [event_id, time_ns]"
+                    f"SERD engine {name!r}: checkpoint event {item!r} is not "
+                    "[event_id, time_ns] or [event_id, time_ns, count, last_ns]"
                 )
-            events.append(SerdEvent(item[0], item[1]))
+            events.append(SerdEvent(*item))
         return cls(
             name=name,
             n=_int_member(name, record, "n"),
@@ -258,9 +290,11 @@ class SerdSet:
         self._destroyed.add(name)
         self._membership_dirty = True
 
-    def record(self, name: str, event_id: int, time_ns: int) -> bool:
+    def record(
+        self, name: str, event_id: int, time_ns: int, count: int = 1, last_ns: int | None = None
+    ) -> bool:
         """Record an event in the named engine; True on the call that fires it."""
-        return self.get(name).record(event_id, time_ns)
+        return self.get(name).record(event_id, time_ns, count, last_ns)
 
     def fired(self, name: str) -> bool:
         """Return True if the named engine has fired and not been reset."""

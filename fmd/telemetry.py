@@ -39,6 +39,7 @@ from fmd.errors import EventRejected, FmdError
 from fmd.mca import McaRecord, decode, memory_class
 from fmd.mca_amd import amd_overlay
 from fmd.protocol import EnaGenerator, Ereport, parse_ena, parse_time, utc_iso
+from fmd.protocol._common import _show
 from fmd.protocol.limits import MAX_PHYSADDR
 from fmd.topo import Platform
 
@@ -51,6 +52,9 @@ _INT_FIELDS = {
     "synd": "synd", "ppin": "ppin",
 }  # fmt: skip
 
+
+# Unknown members named in a rejection (the rest are counted).
+_SHOWN_MEMBERS = 5
 
 # Members written in decimal by record_to_json (ids and small numbers).
 _DECIMAL = frozenset({"bank", "cpu", "socket", "core", "thread", "apicid", "family", "model"})
@@ -65,7 +69,9 @@ def _int(name: str, value: object) -> int:
             return int(text, 16) if text.startswith("0x") else int(text, 10)
         except ValueError:
             pass
-    raise EventRejected(f"mca member {name!r} must be an integer or hex string, not {value!r}")
+    raise EventRejected(
+        f"mca member {_show(name, 40)} must be an integer or hex string, not {_show(value, 40)}"
+    )
 
 
 def record_from_json(obj: Mapping[str, Any]) -> McaRecord:
@@ -76,7 +82,9 @@ def record_from_json(obj: Mapping[str, Any]) -> McaRecord:
     """
     unknown = sorted(set(obj) - set(_INT_FIELDS) - {"vendor", "time"})
     if unknown:
-        raise EventRejected(f"mca: unknown members {', '.join(unknown)}")
+        shown = ", ".join(_show(u, 40) for u in unknown[:_SHOWN_MEMBERS])
+        more = f" and {len(unknown) - _SHOWN_MEMBERS} more" if len(unknown) > _SHOWN_MEMBERS else ""
+        raise EventRejected(f"mca: unknown members {shown}{more}")
     present = {k: v for k, v in obj.items() if v is not None}
     for required in ("bank", "status"):
         if required not in present:

@@ -29,6 +29,7 @@ import orjson
 import structlog
 
 from fmd.clock import Clock, SimulatedClock
+from fmd.coalesce import Coalescer, Window
 from fmd.errors import EventRejected, StoreRefused
 from fmd.log import Once, RateLimiter
 from fmd.log import exception_signature as _signature
@@ -44,6 +45,8 @@ log = structlog.get_logger("fmd.xprt")
 CLOCK_CLASS = "resource.fm.fmd.clock.addhrtime"
 # The delta of fminject's "endhrtime": advance past every installed timer.
 END_OF_TIME = -1
+# The latest time the store can hold (a signed 64-bit count of ns).
+MAX_CLOCK_NS = (1 << 63) - 1
 CONTROL_PREFIX = "resource.fm.fmd.clock."
 
 # Transport states shown by fmstat -t: running, or refusing new events because
@@ -175,9 +178,11 @@ class Ingest:
         err_window_ns: int,
         platform: Platform | None = None,
         health: StoreHealth | None = None,
+        coalesce: int = 0,
     ) -> None:
         self._submit = submit
         self.health = health if health is not None else StoreHealth(None, 0)
+        self.coalescer = Coalescer(coalesce)
         self.platform = platform
         self.clock = clock
         self._kick = kick_timers
@@ -188,6 +193,10 @@ class Ingest:
         self._once = Once()
         self._lock = threading.Lock()
         self.transports: dict[str, XprtStats] = {}
+
+    def window(self) -> Window:
+        """A coalescing window for one chunk of input (:mod:`fmd.coalesce`)."""
+        return self.coalescer.window()
 
     def register(self, name: str, kind: str) -> XprtStats:
         with self._lock:
@@ -253,6 +262,11 @@ class Ingest:
                 f"{CLOCK_CLASS}: 'delta' must be a non-negative integer of ns, "
                 "or -1 for the end of time"
             )
+        if delta > MAX_CLOCK_NS - self.clock.now_ns():
+            raise EventRejected(
+                f"{CLOCK_CLASS}: 'delta' {delta} would move the clock past "
+                "2262-04-11, the last time fmd can store"
+            )
         return obj
 
     def rejected(self, stats: XprtStats, exc: BaseException, where: str = "") -> None:
@@ -286,19 +300,23 @@ class Ingest:
         refusal = self.health.refusal()
         self._show_refusal(stats, refusal)
         if refusal is not None and events:
-            stats.failed += len(events)
-            stats.reasons[_REFUSED] = stats.reasons.get(_REFUSED, 0) + len(events)
-            self.health.refused += len(events)
+            n = sum(ev.count for ev in events)
+            stats.failed += n
+            stats.reasons[_REFUSED] = stats.reasons.get(_REFUSED, 0) + n
+            self.health.refused += n
             on_done(StoreRefused(refusal))
             return
         now = self.clock.now_ns()
         rows = [ereport_row(ev, recv_ns=now, xprt=stats.name) for ev in events]
 
+        # Coalesced records stand for several ereports each: count them all.
+        n = sum(ev.count for ev in events)
+
         def finished(error: BaseException | None) -> None:
             if error is None:
-                stats.accepted += len(events)
+                stats.accepted += n
             else:
-                stats.failed += len(events)
+                stats.failed += n
             on_done(error)
 
         self._submit(IngestOp(events, rows, finished, offset))

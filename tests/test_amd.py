@@ -193,8 +193,18 @@ def test_multi_bit_chipkill_ces_fault_page_ck() -> None:
 
 
 def test_faulted_pages_past_rank_thresh_fault_the_dimm_once() -> None:
-    """When a rank's faulted pages pass rank_thresh its DIMM gets one dimm_sb."""
+    """When a rank's faulted pages pass rank_thresh its DIMM gets one dimm_sb, which
+    then covers its pages."""
     env = make_env([("page_n", "0"), ("rank_thresh", "2")])
+    for i in range(5):
+        env.feed(env.mem(DIMM1_ADDR + (i << 15), T0 + i * HOUR))
+    assert env.classes() == ["fault.memory.page_sb"] * 3 + ["fault.memory.dimm_sb"]
+    assert env.stat("under_faulty_dimm") == 2
+
+
+def test_pages_under_a_faulty_dimm_on_request() -> None:
+    """With pages_under_dimm, pages of a faulty DIMM are still diagnosed."""
+    env = make_env([("page_n", "0"), ("rank_thresh", "2"), ("pages_under_dimm", "true")])
     for i in range(5):
         env.feed(env.mem(DIMM1_ADDR + (i << 15), T0 + i * HOUR))
     assert (
@@ -213,7 +223,7 @@ def test_mostly_chipkill_pages_give_dimm_ck() -> None:
 
 def test_page_faults_stop_at_twice_rank_thresh() -> None:
     """Past 2 x rank_thresh faulted pages a rank's CEs are counted and discarded."""
-    env = make_env([("page_n", "0"), ("rank_thresh", "1")])
+    env = make_env([("page_n", "0"), ("rank_thresh", "1"), ("pages_under_dimm", "true")])
     for i in range(5):
         env.feed(env.mem(DIMM1_ADDR + (i << 15), T0 + i * HOUR))
     assert env.classes().count("fault.memory.page_sb") == 3

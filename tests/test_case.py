@@ -416,3 +416,38 @@ class CaseMachine(RuleBasedStateMachine):
 
 
 TestCaseMachine = CaseMachine.TestCase
+
+
+def test_case_keeps_its_first_events_and_counts_the_rest() -> None:
+    """A case keeps the ids of its first MAX_CASE_EVENTS ereports and counts every one,
+    so a storm on a diagnosed resource never grows it."""
+    from fmd.case import MAX_CASE_EVENTS
+
+    case = Case(uuid="u", module="m", open_time_ns=0)
+    for eid in range(1, MAX_CASE_EVENTS + 45):
+        case.add_ereport(eid)
+    assert len(case.events) == MAX_CASE_EVENTS
+    assert len(case.new_events) == MAX_CASE_EVENTS
+    assert case.ereports == MAX_CASE_EVENTS + 44
+    assert case.add_ereport(1) is False
+    assert case.ereports == MAX_CASE_EVENTS + 44
+
+
+def test_stored_form_restores_the_case() -> None:
+    """The store's columns, suspect rows and extras rebuild the case exactly: each
+    member is kept in one place only."""
+    from fmd.api import case_record
+
+    case = solved_case()
+    case.suspects[0]["status"] = 1  # the module API sets it when it solves
+    case.suspects[0]["retire"] = False
+    case.bufs["b"] = b"\x00\x01"
+    case.data["k"] = [1, 2]
+    case.ereports = 7
+    _uuid, row, suspects, events = case_record(case)
+    assert row is not None and suspects is not None
+    extras = json.loads(row["data"])
+    assert "state" not in extras and "code" not in extras
+    assert all("class" not in s and "status" not in s for s in extras["suspects"])
+    restored = Case.from_store(row, suspects, events, extras)
+    assert restored.to_dict() == case.to_dict()

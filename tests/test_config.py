@@ -424,6 +424,7 @@ def test_daemon_table_builds_and_has_expected_defaults() -> None:
         "xprt.maxline": 1 << 20,
         "xprt.rate": 0,
         "xprt.burst": 10000,
+        "xprt.coalesce": 100,
         "log.level": "info",
         "log.format": "auto",
         "log.errlimit": 10,
@@ -435,6 +436,7 @@ def test_daemon_table_builds_and_has_expected_defaults() -> None:
         "gc_interval": 86400 * 10**9,
         "ckpt.save": True,
         "ckpt.restore": True,
+        "shutdown.wait": 10 * 10**9,
         "self.name": "fmd-self-diagnosis",
         "fg": False,
     }

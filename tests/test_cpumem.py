@@ -285,8 +285,21 @@ def test_ces_on_many_pages_fault_the_dimm_by_serd() -> None:
 
 
 def test_faulted_page_count_faults_the_dimm_once() -> None:
-    """When dimm_pages pages of one DIMM are faulted the DIMM is faulted, once."""
+    """When dimm_pages pages of one DIMM are faulted the DIMM is faulted, once; the
+    faulty DIMM then covers its pages: later errors join its case."""
     env = make_env([("page_n", "0"), ("dimm_pages", "3")])
+    for i in range(5):
+        env.feed(env.mem(DIMM1_ADDR + (i << 15), T0 + i * HOUR))
+    assert env.classes() == ["fault.memory.generic-x86.page_ce"] * 3 + [
+        "fault.memory.generic-x86.dimm_ce"
+    ]
+    assert env.stat("dimm_by_pages") == 1
+    assert env.stat("under_faulty_dimm") == 2
+
+
+def test_pages_under_a_faulty_dimm_on_request() -> None:
+    """With pages_under_dimm, pages of a faulty DIMM are still diagnosed."""
+    env = make_env([("page_n", "0"), ("dimm_pages", "3"), ("pages_under_dimm", "true")])
     for i in range(5):
         env.feed(env.mem(DIMM1_ADDR + (i << 15), T0 + i * HOUR))
     assert (
@@ -295,7 +308,18 @@ def test_faulted_page_count_faults_the_dimm_once() -> None:
         + ["fault.memory.generic-x86.dimm_ce"]
         + ["fault.memory.generic-x86.page_ce"] * 2
     )
-    assert env.stat("dimm_by_pages") == 1
+
+
+def test_uncorrected_error_faults_its_page_under_a_faulty_dimm() -> None:
+    """An uncorrected error still faults its page when the DIMM is already faulty."""
+    env = make_env([("page_n", "0"), ("dimm_pages", "1")])
+    env.feed(env.mem(DIMM1_ADDR, T0))
+    env.feed(env.mem(DIMM1_ADDR + (1 << 15), T0 + HOUR, ue=True))
+    assert env.classes() == [
+        "fault.memory.generic-x86.page_ce",
+        "fault.memory.generic-x86.dimm_ce",
+        "fault.memory.generic-x86.page_ue",
+    ]
 
 
 def test_memory_ue_faults_page_and_dimm_at_once() -> None:

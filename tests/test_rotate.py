@@ -220,3 +220,26 @@ def test_fmdump_shows_everything_once(tmp_path: Path, monkeypatch: pytest.Monkey
         assert sorted(lines) == sorted(text_before.splitlines())
     monkeypatch.delenv("TZ")
     time.tzset()
+
+
+def test_archive_of_an_older_fmd_is_read(tmp_path: Path) -> None:
+    """An archive written before the error log had its count columns is still read
+    by fmdump (the missing columns read as their defaults)."""
+    root = tmp_path / "root"
+    paths = Paths(root)
+    store = Store("", db_file=paths.db_file)
+    _populate(store)
+    with store.engine.begin() as conn:
+        result = rotate_log(conn, "errlog", paths.log_dir, now_ns=T0)
+    store.close()
+    assert result.path is not None
+    con = sqlite3.connect(result.path)
+    con.execute("ALTER TABLE errlog DROP COLUMN last_ns")
+    con.execute("ALTER TABLE errlog DROP COLUMN count")
+    con.commit()
+    con.close()
+    out = CliRunner().invoke(fmdump.cli, ["-e", "--json", str(result.path)])
+    assert out.exit_code == 0, out.output
+    assert [orjson.loads(line)["class"] for line in out.stdout.splitlines()] == [
+        f"ereport.test.e{i}" for i in (3, 5, 6, 7, 8)
+    ]

@@ -3,6 +3,7 @@ on SQLite and (when FMD_TEST_PG_URL is set) on PostgreSQL."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,8 @@ def _row(i: int, *, cls: str = "ereport.test.a", ena: int = 1, state: int = 1) -
         "committed": False,
         "injected": False,
         "xprt": "test",
+        "count": 1,
+        "last_ns": None,
     }
     return tuple(row[c] for c in schema.ERRLOG_COLUMNS)
 
@@ -75,6 +78,8 @@ def test_migrations_are_recorded_once(store: Store) -> None:
             "0003_log_frontier",
             "0004_hw_state",
             "0005_responses",
+            "0006_case_ereports",
+            "0007_errlog_counts",
         ]
     again = Store(store.url, db_file=Path("/unused"))
     with again.reader() as conn:
@@ -84,8 +89,29 @@ def test_migrations_are_recorded_once(store: Store) -> None:
             "0003_log_frontier",
             "0004_hw_state",
             "0005_responses",
+            "0006_case_ereports",
+            "0007_errlog_counts",
         ]
     again.close()
+
+
+def test_case_ereports_column_is_added_to_an_older_database(tmp_path: Path) -> None:
+    """A database from before 0006_case_ereports gets the column (0 for old cases)."""
+    db = tmp_path / "fmd.db"
+    Store("", db_file=db).close()
+    old = sqlite3.connect(db)
+    old.execute("INSERT INTO cases (uuid, module, state, flags, open_time_ns, data) "
+                "VALUES ('u', 'm', 1, 2, 1, '{}')")  # fmt: skip
+    old.execute("ALTER TABLE cases DROP COLUMN ereports")
+    old.execute("DELETE FROM fmd_migrations WHERE name = '0006_case_ereports'")
+    old.commit()
+    old.close()
+    store = Store("", db_file=db)
+    with store.reader() as conn:
+        assert [
+            tuple(r) for r in conn.execute(select(schema.cases.c.uuid, schema.cases.c.ereports))
+        ] == [("u", 0)]
+    store.close()
 
 
 def test_newer_database_is_refused(store: Store) -> None:
@@ -194,6 +220,7 @@ def test_upserts_replace_rows(store: Store) -> None:
             "diag_time_ns": n,
             "open_time_ns": 1,
             "data": "{}",
+            "ereports": n,
         }
         sus = [
             {

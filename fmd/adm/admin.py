@@ -70,6 +70,7 @@ def faulty(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
                 "time_ns": case["diag_time_ns"],
                 "state": CaseState(case["state"]).name.lower(),
                 "module": case["module"],
+                "ereports": int(case.get("ereports") or 0),
                 "injected": bool(case["flags"] & CaseFlag.INJECTED),
                 "invisible": bool(case["flags"] & CaseFlag.INVISIBLE),
                 "description": msg.description_with_url() if msg else "",

@@ -192,7 +192,10 @@ class AdmServer:
             return orjson.dumps(reply) + b"\n"
         except orjson.JSONEncodeError as exc:
             log.error("adm_reply_unencodable", error=str(exc))
-            return orjson.dumps({"ok": False, "error": f"internal error: {exc}", "code": "EFMD"})
+            return (
+                orjson.dumps({"ok": False, "error": f"internal error: {exc}", "code": "EFMD"})
+                + b"\n"
+            )
 
     def serve(self, line: bytes, uid: int | None) -> dict[str, Any]:
         """Answer one request line (public for tests)."""

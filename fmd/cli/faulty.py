@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from fmd.asru import rsrc_status
+from fmd.case import MAX_CASE_EVENTS
 from fmd.cli.fmt import SIX_MONTHS_NS
 
 RULE = "--------------- ------------------------------------  -------------- ---------"
@@ -154,6 +155,13 @@ def _render_groups(
         out.append("")
         out += _host_block(answer)
         out.append("")
+        ereports = int(case.get("ereports") or 0)
+        if ereports > MAX_CASE_EVENTS:
+            # A storm on a diagnosed resource: counted, not kept one by one.
+            out += [
+                f"{_label('Ereports')} {ereports} (the case keeps the first {MAX_CASE_EVENTS})",
+                "",
+            ]
         top = max((int(x["certainty"]) for c in members for x in c["suspects"]), default=100)
         for s in case["suspects"]:
             block = _suspect_block(s, verbose)

@@ -78,10 +78,14 @@ _CASE_KEYS = ("uuid", "code", "severity", "time", "injected", "state", "module",
 
 def faulty_json(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``fmadm faulty --json`` form of the daemon's cases: the case members
-    operators script against, ``time`` in ISO 8601 UTC, and every suspect member."""
-    return [
-        {k: utc_iso(int(c["time_ns"])) if k == "time" else c[k] for k in _CASE_KEYS} for c in cases
-    ]
+    operators script against, ``time`` in ISO 8601 UTC, ``ereports`` (how many
+    ereports were counted against the case), and every suspect member."""
+    out = []
+    for c in cases:
+        case = {k: utc_iso(int(c["time_ns"])) if k == "time" else c[k] for k in _CASE_KEYS}
+        case["ereports"] = int(c.get("ereports") or 0)
+        out.append(case)
+    return out
 
 
 def _page(lines: list[str]) -> None:

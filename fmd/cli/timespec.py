@@ -55,6 +55,9 @@ _FORMS: Final = (
     re.compile(_CLOCK),
 )
 _RELATIVE: Final = re.compile(r"(?P<n>\d+)(?P<unit>[a-z]+)")
+# Longer numbers can only name times before 1970 (and Python refuses to convert
+# very long digit strings).
+_MAX_DIGITS: Final = 30
 _FRACTION: Final = re.compile(r"(?P<rest>.*\d)\.(?P<frac>\d+)")
 
 
@@ -119,6 +122,8 @@ def parse_time(text: str, now_ns: int) -> int:
             raise TimeSpecError(
                 f"unknown time unit {rel['unit']!r} in {text!r} (use one of {', '.join(_UNITS)})"
             )
+        if len(rel["n"]) > _MAX_DIGITS:
+            raise TimeSpecError(f"{text[:40]!r}: the number has more than {_MAX_DIGITS} digits")
         when = now_ns - int(rel["n"]) * unit
         if when < 0:
             raise TimeSpecError(f"{text!r} ago is before 1970")

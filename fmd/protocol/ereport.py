@@ -27,7 +27,7 @@ from fmd.protocol._common import _json_type, _show
 from fmd.protocol.classes import _CLASS_RE, MAX_CLASS_LEN, _class_problem
 from fmd.protocol.ena import EnaGenerator, parse_ena
 from fmd.protocol.fmri import Fmri, _parse_detector, fmri_from_obj, fmri_to_json
-from fmd.protocol.limits import check_payload, check_shape
+from fmd.protocol.limits import MAX_FMRI_LEN, check_payload, check_shape
 from fmd.protocol.timefmt import parse_time, utc_iso
 
 _MISSING: Final = object()
@@ -52,6 +52,10 @@ class Ereport:
     # The payload as stored (JSON text), encoded once at ingest so that an
     # event that cannot be encoded is rejected alone; dropped once stored.
     payload_text: str | None = None
+    # A record coalesced at ingest from identical ereports (fmd.xprt): how many
+    # it stands for, and when the last of them happened (None: just one).
+    count: int = 1
+    last_ns: int | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The wire form (``time`` as ISO 8601 UTC to the microsecond)."""
@@ -94,7 +98,13 @@ def _detector(value: object) -> tuple[Fmri, str]:
             if value.__class__ is dict:
                 check_shape(value, "detector")
             fmri = fmri_from_obj(value)
-            return fmri, fmri.to_string()
+            text = fmri.to_string()
+            if len(text) > MAX_FMRI_LEN:
+                raise FmriError(
+                    f"the detector's string form is longer than {MAX_FMRI_LEN} characters "
+                    f"({len(text)})"
+                )
+            return fmri, text
     except FmriError as exc:
         raise EventRejected(f"bad detector: {exc}") from None
     raise EventRejected(f"bad detector: expected an FMRI string or object, not {_json_type(value)}")

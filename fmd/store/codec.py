@@ -33,6 +33,8 @@ def ereport_row(ev: Ereport, *, recv_ns: int, xprt: str) -> list[Any]:
         False,
         ev.injected,
         xprt,
+        ev.count,
+        ev.last_ns,
     ]
 
 
@@ -51,6 +53,8 @@ def row_ereport(row: Any) -> Ereport:
         injected=bool(m["injected"]),
         id=m["id"],
         size=len(text) + len(det or "") + ROW_OVERHEAD,
+        count=m["count"],
+        last_ns=m["last_ns"],
     )
 
 

@@ -196,6 +196,8 @@ def create_store_engine(
             cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.execute(f"PRAGMA synchronous={level}")
         cur.execute("PRAGMA busy_timeout=30000")
+        if readonly:
+            _compat_views(cur)
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -203,6 +205,33 @@ def create_store_engine(
         conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _compat_views(cur: Any) -> None:
+    """Let a read-only connection query a file written by an older fmd (an archive,
+    or a database whose daemon has not yet run the newer migrations): for each
+    table lacking columns added since, a TEMP view of the same name — which SQLite
+    resolves before the file's own table — supplies them with their defaults."""
+    from fmd.store import schema
+
+    for table in (schema.errlog, schema.fltlog, schema.cases):
+        try:
+            have = [str(r[1]) for r in cur.execute(f'PRAGMA main.table_info("{table.name}")')]
+        except sqlite3.DatabaseError:
+            return  # a damaged file: the readers report it
+        if not have:
+            continue
+        missing = [c for c in table.columns if c.name not in have]
+        if not missing:
+            continue
+        parts = [f'"{name}"' for name in have]
+        for c in missing:
+            arg = getattr(c.server_default, "arg", None)
+            parts.append(f'{arg if isinstance(arg, str) else "NULL"} AS "{c.name}"')
+        cur.execute(
+            f'CREATE TEMP VIEW IF NOT EXISTS "{table.name}" AS '
+            f'SELECT {", ".join(parts)} FROM main."{table.name}"'
+        )
 
 
 def table_names(engine: Engine) -> set[str]:

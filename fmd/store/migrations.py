@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, inspect, select
 
 from fmd.errors import StoreError
 from fmd.store import schema
@@ -44,6 +44,25 @@ def _log_frontier(conn: Connection) -> None:
         conn.execute(insert(schema.log_frontier).values(log=log, committed_upto=upto))
 
 
+def _add_columns(conn: Connection, table: str, *columns: str) -> None:
+    for column in columns:
+        _add_column(conn, table, column)
+
+
+def _add_column(conn: Connection, table: str, column: str) -> None:
+    """Add a column of a table as it is defined now (with its server default),
+    unless the table already has it (an earlier migration created the table from
+    today's definition)."""
+    if column in {c["name"] for c in inspect(conn).get_columns(table)}:
+        return
+    col = schema.metadata.tables[table].c[column]
+    ddl = col.type.compile(dialect=conn.dialect)
+    arg = getattr(col.server_default, "arg", None)
+    default = f" DEFAULT {arg}" if isinstance(arg, str) else ""
+    null = "" if col.nullable else " NOT NULL"
+    conn.exec_driver_sql(f'ALTER TABLE {table} ADD COLUMN "{column}" {ddl}{null}{default}')
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0001_initial",
@@ -62,6 +81,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0003_log_frontier", lambda conn: _log_frontier(conn)),
     Migration("0004_hw_state", _create("hw_state")),
     Migration("0005_responses", _create("responses")),
+    Migration("0006_case_ereports", lambda conn: _add_column(conn, "cases", "ereports")),
+    Migration("0007_errlog_counts", lambda conn: _add_columns(conn, "errlog", "count", "last_ns")),
 )
 
 

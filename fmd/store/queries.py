@@ -117,6 +117,25 @@ _CHUNK = 500
 _FEW = 5000
 
 
+def uncommitted_classes(conn: Connection, batch: int = 50_000) -> Iterator[tuple[int, str]]:
+    """``(id, class)`` of the uncommitted error-log rows, in id order: what the
+    start-up replay needs to route them (the rows themselves are read later)."""
+    t = schema.errlog
+    last = frontier(conn, "errlog")
+    while True:
+        rows = conn.execute(
+            select(t.c.id, t.c["class"])
+            .where(and_(t.c.committed.is_(False), t.c.id > last))
+            .order_by(t.c.id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        for r in rows:
+            yield int(r[0]), str(r[1])
+        last = rows[-1][0]
+
+
 def load_cases(
     conn: Connection,
     *,
@@ -124,11 +143,11 @@ def load_cases(
     unsolved_only: bool = False,
     uuids: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Cases (``uuid``, ``module``, ``state``, ``data``) with their event ids
+    """Cases (every ``cases`` column) with their ``suspects`` rows and event ids
     (``events``): RESOLVED ones excluded when ``open_only``, only UNSOLVED ones
     with ``unsolved_only``, only those in ``uuids`` when given."""
-    c, e = schema.cases, schema.case_events
-    q = select(c.c.uuid, c.c.module, c.c.state, c.c.data)
+    c, e, s = schema.cases, schema.case_events, schema.suspects
+    q = select(c)
     if open_only:
         q = q.where(c.c.state != _RESOLVED)
     if unsolved_only:
@@ -140,10 +159,12 @@ def load_cases(
     for chunk in chunks:
         sel = q if chunk is None else q.where(c.c.uuid.in_(list(chunk)))
         for r in conn.execute(sel.order_by(c.c.open_time_ns)):
-            out[r.uuid] = {**r._mapping, "events": []}
+            out[r.uuid] = {**r._mapping, "events": [], "suspects": []}
     keys = list(out)
     for i in range(0, len(keys), _CHUNK):
         part = keys[i : i + _CHUNK]
+        for sus in conn.execute(select(s).where(s.c.uuid.in_(part)).order_by(s.c.uuid, s.c.idx)):
+            out[sus.uuid]["suspects"].append(dict(sus._mapping))
         for ev in conn.execute(
             select(e.c.uuid, e.c.event_id)
             .where(e.c.uuid.in_(part))

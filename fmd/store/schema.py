@@ -58,6 +58,10 @@ errlog = Table(
     Column("committed", Boolean, nullable=False),
     Column("injected", Boolean, nullable=False),
     Column("xprt", Text, nullable=False),
+    # A record coalesced at ingest from identical ereports: how many it stands
+    # for and when the last one happened (NULL: just one).
+    Column("count", Integer, nullable=False, server_default="1"),
+    Column("last_ns", BigInteger, nullable=True),
 )
 Index("ix_errlog_time", errlog.c.time_ns)
 
@@ -92,7 +96,11 @@ cases = Table(
     Column("code", String(32), nullable=True),
     Column("diag_time_ns", BigInteger, nullable=True),
     Column("open_time_ns", BigInteger, nullable=False),
+    # What has no column of its own (SERD engine names, buffers, module data,
+    # suspects' other members), as JSON: fmd.case.Case.stored_extras.
     Column("data", Text, nullable=False),
+    # Every ereport counted against the case; case_events keeps the first ones.
+    Column("ereports", BigInteger, nullable=False, server_default="0"),
 )
 Index("ix_cases_module", cases.c.module)
 Index("ix_cases_state", cases.c.state)

@@ -227,6 +227,23 @@ def _convert(col: _Column, value: Any) -> Any:
     raise _BadValue(f"{col.name} is not {'a boolean' if col.kind == 'bool' else 'an integer'}")
 
 
+def _selected(conn: sqlite3.Connection, table: Table) -> list[str]:
+    """What to select for each column: the column, or its default when the file
+    was written before the column existed (an older fmd's database)."""
+    try:
+        have = {str(r[1]) for r in conn.execute(f'PRAGMA table_info("{table.name}")')}
+    except sqlite3.DatabaseError:
+        have = set()
+    out = []
+    for c in table.columns:
+        default = getattr(c.server_default, "arg", None)
+        if have and c.name not in have and isinstance(default, str):
+            out.append(f'{default} AS "{c.name}"')
+        else:
+            out.append(f'"{c.name}"')
+    return out
+
+
 class _OutOfOrder(sqlite3.DatabaseError):
     """A scan returned a rowid not above the previous one."""
 
@@ -251,7 +268,7 @@ class TolerantReader:
     def __init__(self, conn: sqlite3.Connection, table: Table) -> None:
         self._conn = conn
         self._cols = _columns(table)
-        names = ", ".join(f'"{c.name}"' for c in self._cols)
+        names = ", ".join(_selected(conn, table))
         self._scan = f'SELECT rowid, {names} FROM "{table.name}" WHERE rowid > ? ORDER BY rowid'
         self._probe_sql = (
             f'SELECT rowid, {names} FROM "{table.name}" WHERE rowid >= ? ORDER BY rowid LIMIT 1'

@@ -142,6 +142,7 @@ class FileTransport:
 
     def _store(self, lines: list[bytes], ident: str, offset: int) -> None:
         events: list[Ereport] = []
+        window = self.ingest.window()
         for raw in lines:
             line = raw[:-1] if raw.endswith(b"\r") else raw
             if not line.strip():
@@ -151,13 +152,15 @@ class FileTransport:
             except EventRejected:
                 continue
             if isinstance(ev, Ereport):
-                events.append(ev)
+                if not window.merge(ev):
+                    events.append(ev)
             else:
                 self.ingest.rejected(
                     self.stats,
                     EventRejected("control events are accepted only on the socket"),
                     where=str(self.path),
                 )
+        window.close()
         # Wait for each commit: the committed offset must never pass a line
         # whose events failed to store.
         while not self._stop.is_set():

@@ -259,8 +259,10 @@ class SocketTransport:
         segments: list[tuple[asyncio.Future[BaseException | None], list[int]]] = []
         batch: list[Ereport] = []
         enas: list[int] = []
+        window = self.ingest.window()
 
         def flush() -> None:
+            window.close()
             if not batch:
                 return
             fut: asyncio.Future[BaseException | None] = loop.create_future()
@@ -291,9 +293,11 @@ class SocketTransport:
                 replies.append(orjson.dumps({"ok": False, "error": str(exc)}) + b"\n")
                 continue
             if isinstance(ev, Ereport):
+                # A merged ereport is acknowledged with the record it joined.
                 replies.append(len(segments))
-                batch.append(ev)
                 enas.append(ev.ena)
+                if not window.merge(ev):
+                    batch.append(ev)
             else:
                 flush()
                 fut = loop.create_future()

@@ -95,7 +95,7 @@ def smash(path: Path, offset: int, length: int = PAGE, seed: int = 8) -> None:
 
 def errlog_row(i: int, *, committed: bool = True) -> tuple[Any, ...]:
     payload = orjson.dumps({"m": marker(i)}).decode()
-    return (i, i, i, i, "ereport.io.test", None, payload, 3, int(committed), 0, "test")
+    return (i, i, i, i, "ereport.io.test", None, payload, 3, int(committed), 0, "test", 1, None)
 
 
 def make_db(path: Path, rows: int = ROWS, *, uncommitted_from: int | None = None) -> None:
@@ -104,7 +104,7 @@ def make_db(path: Path, rows: int = ROWS, *, uncommitted_from: int | None = None
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN")
     conn.executemany(
-        f"INSERT INTO errlog VALUES ({', '.join('?' * 11)})",
+        f"INSERT INTO errlog VALUES ({', '.join('?' * 13)})",
         [
             errlog_row(i, committed=uncommitted_from is None or i < uncommitted_from)
             for i in range(1, rows + 1)
@@ -325,7 +325,7 @@ def test_salvage_keeps_ids_and_makes_the_copy_consistent(tmp_path: Path) -> None
     db = tmp_path / "fmd.db"
     make_db(db, uncommitted_from=2995)
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("INSERT INTO cases VALUES ('a', 'm', 1, 0, 10, NULL, NULL, 5, '{}')")
+    conn.execute("INSERT INTO cases VALUES ('a', 'm', 1, 0, 10, NULL, NULL, 5, '{}', 0)")
     conn.executemany(
         "INSERT INTO suspects VALUES (?, 0, 'fault.x', 100, NULL, NULL, NULL, NULL, 1)",
         [("a",), ("gone",)],
