@@ -46,3 +46,28 @@ def test_dimm_storm_gives_one_bounded_fault(root: Path, fmd_factory: list[FmdPro
     assert f"Ereports    : {n} (the case keeps the first {MAX_CASE_EVENTS})" in out.stdout
     engines = fmd.adm("serd", module="cpumem-diagnosis")
     assert len(engines) <= PAGES + 1
+
+
+def test_identical_storm_is_stored_as_counts(root: Path, fmd_factory: list[FmdProcess]) -> None:
+    """5,000 identical corrected errors on one address: every one is acknowledged, the
+    error log keeps a few records whose counts add up to exactly 5,000 (fmdump shows
+    them), and the diagnosis counts every error."""
+    fmd = FmdProcess(root, props={"platform": "sim", "clock": "simulated"}).start()
+    fmd_factory.append(fmd)
+    n = 5000
+    replies = fmd.send_lines(mem_ce(0) for _ in range(n))
+    assert all(r["ok"] for r in replies)
+    fmd.quiesce()
+    records = fmd.errlog_json()
+    assert len(records) < n // 10
+    assert sum(r.get("__count", 1) for r in records) == n
+    plain = fmd.cli("fmdump", "-e").stdout
+    assert " (x" in plain
+    classes = [
+        e["fault-list"][0]["class"] for e in fmd.fltlog_json() if e["class"] == "list.suspect"
+    ]
+    assert classes == ["fault.memory.generic-x86.page_ce", "fault.memory.generic-x86.dimm_ce"]
+    cases = {c["suspects"][0]["class"]: c["ereports"] for c in fmd.adm("faulty", all=True)["cases"]}
+    assert cases["fault.memory.generic-x86.dimm_ce"] == n
+    [socket] = [t for t in fmd.adm("stats")["transports"] if t["name"] == "socket"]
+    assert socket["accepted"] == n

@@ -57,7 +57,7 @@ from fmd.cli.common import (
 )
 from fmd.cli.fmt import fmdump_date, fmdump_date_ns
 from fmd.cli.logsource import Source, archives, open_archive
-from fmd.cli.recordfmt import errlog_json, print_nvlist, print_suspects
+from fmd.cli.recordfmt import coalesced_note, errlog_json, print_nvlist, print_suspects
 from fmd.cli.timespec import TimeSpecError, parse_time
 from fmd.dictionary import default_dict_dirs
 from fmd.errors import StoreCorrupt, StoreError
@@ -400,9 +400,10 @@ class Dumper:
             click.echo("")
         elif o.verbose or indent:
             ena = schema.ena_from_db(rec.row.ena)
-            click.echo(f"{indent}{fmdump_date(rec.time_ns):<20} {cls:<37} 0x{ena:016x}")
+            note = coalesced_note(rec.row)
+            click.echo(f"{indent}{fmdump_date(rec.time_ns):<20} {cls:<37} 0x{ena:016x}{note}")
         else:
-            click.echo(f"{fmdump_date(rec.time_ns):<20} {cls}")
+            click.echo(f"{fmdump_date(rec.time_ns):<20} {cls}{coalesced_note(rec.row)}")
 
     def _show_list(self, rec: Record) -> None:
         o = self.opts

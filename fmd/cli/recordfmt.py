@@ -27,7 +27,21 @@ def errlog_json(row: Any, payload: dict[str, Any]) -> dict[str, Any]:
     out.update(payload)
     if m["injected"]:
         out["__injected"] = True
+    count = int(m["count"] or 1)
+    if count > 1 or m["last_ns"] is not None:
+        # A record coalesced from identical ereports (fmd.coalesce).
+        out["__count"] = count
+        out["__last"] = utc_iso(int(m["last_ns"] or m["time_ns"]))
     return out
+
+
+def coalesced_note(row: Any) -> str:
+    """`` (xN until TIME)`` for a record that stands for N identical ereports."""
+    m = row._mapping
+    count = int(m["count"] or 1)
+    if count <= 1:
+        return ""
+    return f" (x{count} until {utc_iso(int(m['last_ns'] or m['time_ns']))})"
 
 
 def print_nvlist(d: dict[str, Any], indent: str = "        ") -> None:
