@@ -80,6 +80,7 @@ def test_migrations_are_recorded_once(store: Store) -> None:
             "0005_responses",
             "0006_case_ereports",
             "0007_errlog_counts",
+            "0008_log_rowid_ids",
         ]
     again = Store(store.url, db_file=Path("/unused"))
     with again.reader() as conn:
@@ -91,6 +92,7 @@ def test_migrations_are_recorded_once(store: Store) -> None:
             "0005_responses",
             "0006_case_ereports",
             "0007_errlog_counts",
+            "0008_log_rowid_ids",
         ]
     again.close()
 
@@ -112,6 +114,33 @@ def test_case_ereports_column_is_added_to_an_older_database(tmp_path: Path) -> N
             tuple(r) for r in conn.execute(select(schema.cases.c.uuid, schema.cases.c.ereports))
         ] == [("u", 0)]
     store.close()
+
+
+def test_log_ids_become_sqlite_rowids(tmp_path: Path) -> None:
+    """An SQLite database whose log ids are BIGINT keys (an older fmd) is rebuilt with
+    the id as the rowid, every row and index kept."""
+    db = tmp_path / "fmd.db"
+    Store("", db_file=db).close()
+    old = sqlite3.connect(db)
+    old.execute("DROP TABLE errlog")
+    old.execute(
+        "CREATE TABLE errlog (id BIGINT NOT NULL, time_ns BIGINT NOT NULL, recv_ns BIGINT "
+        "NOT NULL, ena BIGINT NOT NULL, class VARCHAR(255) NOT NULL, detector TEXT, payload "
+        "TEXT NOT NULL, state SMALLINT NOT NULL, committed BOOLEAN NOT NULL, injected BOOLEAN "
+        "NOT NULL, xprt TEXT NOT NULL, count INTEGER DEFAULT 1 NOT NULL, last_ns BIGINT, "
+        "PRIMARY KEY (id))"
+    )
+    old.execute(f"INSERT INTO errlog VALUES ({', '.join('?' * 13)})", _row(7))
+    old.execute("DELETE FROM fmd_migrations WHERE name = '0008_log_rowid_ids'")
+    old.commit()
+    old.close()
+    store = Store("", db_file=db)
+    store.close()
+    check = sqlite3.connect(db)
+    assert check.execute("SELECT rowid, id FROM errlog").fetchall() == [(7, 7)]
+    indexes = {r[1] for r in check.execute("PRAGMA index_list(errlog)")}
+    assert indexes == {"ix_errlog_time", "ix_errlog_class"}
+    check.close()
 
 
 def test_newer_database_is_refused(store: Store) -> None:

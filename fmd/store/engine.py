@@ -31,6 +31,9 @@ from sqlalchemy.pool import NullPool
 
 from fmd.errors import StoreError
 
+# The WAL size kept after a complete checkpoint (see fmd.store.wal for truncation).
+WAL_KEEP_BYTES = 16 << 20
+
 _SYNC_LEVELS = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 # SQLite primary result codes (the low byte of an extended code) that mean the
 # WAL index could not be created or opened.
@@ -194,6 +197,9 @@ def create_store_engine(
             # The WAL is copied back into the database by fmd.store.wal's own
             # thread, not inside the writer's commits (see WalCheckpointer).
             cur.execute("PRAGMA wal_autocheckpoint=0")
+            # When a checkpoint has copied everything and the log starts over,
+            # SQLite truncates it to this size instead of keeping its peak.
+            cur.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
         cur.execute(f"PRAGMA synchronous={level}")
         cur.execute("PRAGMA busy_timeout=30000")
         if readonly:

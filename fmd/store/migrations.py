@@ -63,6 +63,26 @@ def _add_column(conn: Connection, table: str, column: str) -> None:
     conn.exec_driver_sql(f'ALTER TABLE {table} ADD COLUMN "{column}" {ddl}{null}{default}')
 
 
+def _rowid_ids(conn: Connection) -> None:
+    """SQLite only: rebuild each log table whose ``id`` is not yet its rowid (a
+    BIGINT primary key, as older fmd created it), so that SQLite keeps one b-tree
+    per row instead of the table and a unique index beside it."""
+    if conn.dialect.name != "sqlite":
+        return
+    for name in ("errlog", "fltlog"):
+        info = conn.exec_driver_sql(f"PRAGMA table_info({name})").all()
+        if any(r[1] == "id" and str(r[2]).upper() == "INTEGER" for r in info):
+            continue
+        table = schema.metadata.tables[name]
+        cols = ", ".join(f'"{c.name}"' for c in table.columns)
+        conn.exec_driver_sql(f'ALTER TABLE {name} RENAME TO "{name}_old"')
+        for ix in table.indexes:
+            conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{ix.name}"')
+        table.create(conn)
+        conn.exec_driver_sql(f'INSERT INTO {name} ({cols}) SELECT {cols} FROM "{name}_old"')
+        conn.exec_driver_sql(f'DROP TABLE "{name}_old"')
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0001_initial",
@@ -83,6 +103,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0005_responses", _create("responses")),
     Migration("0006_case_ereports", lambda conn: _add_column(conn, "cases", "ereports")),
     Migration("0007_errlog_counts", lambda conn: _add_columns(conn, "errlog", "count", "last_ns")),
+    Migration("0008_log_rowid_ids", _rowid_ids),
 )
 
 

@@ -44,10 +44,14 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# A log's id: BIGINT, and on SQLite INTEGER so that it is the table's rowid
+# itself (a BIGINT primary key there costs a second, unique index on every row).
+LogId = BigInteger().with_variant(Integer(), "sqlite")
+
 errlog = Table(
     "errlog",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", LogId, primary_key=True, autoincrement=False),
     Column("time_ns", BigInteger, nullable=False),
     Column("recv_ns", BigInteger, nullable=False),
     Column("ena", BigInteger, nullable=False),
@@ -72,7 +76,7 @@ Index("ix_errlog_class", errlog.c["class"])
 fltlog = Table(
     "fltlog",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", LogId, primary_key=True, autoincrement=False),
     Column("time_ns", BigInteger, nullable=False),
     Column("class", String(64), nullable=False),
     Column("uuid", String(36), nullable=False),

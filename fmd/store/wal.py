@@ -12,7 +12,7 @@ closes, so a clean shutdown leaves no log behind.
 
 The log file never shrinks by itself, though, and on a full disk it holds the
 space fmd needs back.  So when the log file has grown past
-``truncate_above`` bytes, or ``urgent()`` says the store is short of space,
+``truncate_above`` bytes (32 MiB), or ``urgent()`` says the store is short of space,
 the round runs a TRUNCATE checkpoint instead: it waits briefly for the writer
 and readers, copies everything and truncates the log to zero bytes.  A
 checkpoint that fails (the disk is full, the file went away) is logged once
@@ -35,7 +35,7 @@ log = structlog.get_logger("fmd.store")
 
 
 # A log larger than this is truncated by the next round.
-TRUNCATE_ABOVE: Final = 64 << 20
+TRUNCATE_ABOVE: Final = 32 << 20
 
 
 class WalCheckpointer:

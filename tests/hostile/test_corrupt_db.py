@@ -322,8 +322,12 @@ def test_emptied_file_is_not_taken_for_a_new_database(tmp_path: Path) -> None:
 def test_salvage_keeps_ids_and_makes_the_copy_consistent(tmp_path: Path) -> None:
     """Lost top rows: frontier, checkpoints, SERD engines and case links stop pointing at
     ids the writer will hand out again; orphans go; everything else keeps its values."""
+    # The rows of the last leaf page (the same layout whatever the committed flags).
+    scratch = tmp_path / "scratch.db"
+    make_db(scratch)
+    first = min(leaves(scratch)[-1].ids)
     db = tmp_path / "fmd.db"
-    make_db(db, uncommitted_from=2995)
+    make_db(db, uncommitted_from=first + 1)
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("INSERT INTO cases VALUES ('a', 'm', 1, 0, 10, NULL, NULL, 5, '{}', 0)")
     conn.executemany(
@@ -331,16 +335,17 @@ def test_salvage_keeps_ids_and_makes_the_copy_consistent(tmp_path: Path) -> None
         [("a",), ("gone",)],
     )
     conn.executemany(
-        "INSERT INTO case_events VALUES (?, ?)", [("a", 10), ("a", 2996), ("gone", 11)]
+        "INSERT INTO case_events VALUES (?, ?)", [("a", 10), ("a", first + 1), ("gone", 11)]
     )
-    ckpt = {"version": 1, "last_seen": {"errlog": 3000, "fltlog": 0}, "bufs": {}}
+    ckpt = {"version": 1, "last_seen": {"errlog": ROWS, "fltlog": 0}, "bufs": {}}
     conn.execute("INSERT INTO checkpoints VALUES ('m', ?, 1)", (orjson.dumps(ckpt).decode(),))
-    serd = {"name": "e", "n": 3, "t": 10, "fired": False, "events": [[10, 10], [2999, 2999]]}
+    held = [[10, 10], [ROWS - 1, ROWS - 1]]
+    serd = {"name": "e", "n": 3, "t": 10, "fired": False, "events": held}
     conn.execute("INSERT INTO serd_engines VALUES ('m', 'e', ?)", (orjson.dumps(serd).decode(),))
     conn.execute("INSERT INTO serd_engines VALUES ('m', 'broken', '{')")
     conn.close()
     last = leaves(db)[-1]
-    assert set(range(2995, ROWS + 1)) <= set(last.ids)  # the uncommitted rows are on it
+    assert set(range(first + 1, ROWS + 1)) <= set(last.ids)  # the uncommitted rows are on it
     top = min(last.ids) - 1
     smash(db, last.offset)
 
@@ -375,7 +380,7 @@ def test_salvage_keeps_ids_and_makes_the_copy_consistent(tmp_path: Path) -> None
         "removed from the engines",
         f"module m's checkpoint was rewound to the last recovered event (errlog from id "
         f"{ROWS} to {top})",
-        f"the errlog commit frontier was lowered from id 2994 to {top}",
+        f"the errlog commit frontier was lowered from id {first} to {top}",
     ] == report.adjustments
     assert report.report_file is not None
     table = [ln.split() for ln in report.report_file.read_text().splitlines()]
