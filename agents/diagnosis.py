@@ -49,6 +49,7 @@ from fmd.protocol import (
     Suspect,
     fmri_from_obj,
     hc_fmri,
+    parse_fmri_cached,
 )
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     from fmd.topo import TopoNode
 
 PAGE_SHIFT: Final = 12
+# Remembered detector lookups of a Topology (see Topology.cpu_target).
+_MEMO_ENTRIES: Final = 4096
 
 
 # -- properties and names ----------------------------------------------------
@@ -215,12 +218,24 @@ class Topology:
     def __init__(self) -> None:
         self._index: dict[Pairs, TopoNode] | None = None
         self._logged: set[str] = set()
+        # (detector, cpuid) -> (node, problem): the same few detectors arrive over
+        # and over; bounded, since a sender may invent detectors.
+        self._nodes: dict[tuple[str | None, Any], tuple[TopoNode | None, str]] = {}
+        self._targets: dict[int, CpuTarget] = {}
 
     def cpu_target(self, hdl: Handle, ev: Ereport) -> CpuTarget | None:
         """The strand, core or chip to diagnose a CPU ereport on; None when its
         evidence names no CPU resource of this platform (counted as
         ``bad_detector``) or the resource's outstanding case took it."""
-        node, problem = self._cpu_node(hdl, ev)
+        cpuid = ev.payload.get("cpuid")
+        memo = (ev.detector_str, cpuid if cpuid.__class__ is int else repr(cpuid))
+        found = self._nodes.get(memo)
+        if found is None:
+            found = self._cpu_node(hdl, ev)
+            if len(self._nodes) >= _MEMO_ENTRIES:
+                self._nodes.clear()
+            self._nodes[memo] = found
+        node, problem = found
         if node is None:
             hdl.stat(
                 "bad_detector", "CPU ereports not naming a CPU of this platform (not diagnosed)"
@@ -235,8 +250,10 @@ class Topology:
                     note="not diagnosed; further ereports with this problem are only counted",
                 )
             return None
-        path = hc_path(node.fmri.hc_list)
-        target = CpuTarget(node, path, cpu_key(path))
+        target = self._targets.get(id(node))
+        if target is None or target.node is not node:
+            path = hc_path(node.fmri.hc_list)
+            target = self._targets[id(node)] = CpuTarget(node, path, cpu_key(path))
         if join(hdl, target.key, ev):
             return None
         return target
@@ -332,7 +349,11 @@ class Topology:
         rank: HcFmri | None = None
         if resource is not None:
             try:
-                fmri = fmri_from_obj(resource)
+                fmri = (
+                    parse_fmri_cached(resource)
+                    if isinstance(resource, str)
+                    else fmri_from_obj(resource)
+                )
             except (FmriError, TypeError, ValueError):
                 fmri = None
             if isinstance(fmri, HcFmri):

@@ -19,7 +19,7 @@ line).  ``xprt.coalesce=0`` stores every ereport as it came.
 
 A :class:`Coalescer` is shared by the transports; each chunk of input takes a
 :class:`Window`, whose merges end when its events are handed to the writer.
-At most :data:`MAX_KEYS` distinct ereports are tracked (least recently seen
+At most :data:`MAX_KEYS` distinct ereports are tracked (the one seen first is
 forgotten first), so memory stays bounded whatever a sender invents.
 """
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
@@ -50,21 +49,29 @@ class Coalescer:
         self.rate = rate
         self._now = now
         self._lock = threading.Lock()
-        # key -> (tokens, last refill time)
-        self._buckets: OrderedDict[Key, tuple[float, float]] = OrderedDict()
+        # key -> [tokens, last refill time]; the oldest key is forgotten first.
+        self._buckets: dict[Key, list[float]] = {}
         self.merged = 0  # ereports merged into another (not stored on their own)
 
     def take(self, key: Key) -> bool:
         """True when this ereport may pass on its own (a token was left)."""
         now = self._now()
+        rate = self.rate
         with self._lock:
-            tokens, last = self._buckets.pop(key, (float(self.rate), now))
-            tokens = min(float(self.rate), tokens + (now - last) * self.rate)
-            passed = tokens >= 1.0
-            self._buckets[key] = (tokens - 1.0 if passed else tokens, now)
-            if len(self._buckets) > MAX_KEYS:
-                self._buckets.popitem(last=False)
-            return passed
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) >= MAX_KEYS:
+                    del self._buckets[next(iter(self._buckets))]
+                bucket = self._buckets[key] = [float(rate), now]
+            tokens = bucket[0] + (now - bucket[1]) * rate
+            if tokens > rate:
+                tokens = float(rate)
+            bucket[1] = now
+            if tokens >= 1.0:
+                bucket[0] = tokens - 1.0
+                return True
+            bucket[0] = tokens
+            return False
 
     def window(self) -> Window:
         """A window for one chunk of input."""

@@ -32,13 +32,17 @@ a CPU the platform does not have) is rejected with the reason.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
 
 from fmd.errors import EventRejected, FmdError
 from fmd.mca import McaRecord, decode, memory_class
 from fmd.mca_amd import amd_overlay
-from fmd.protocol import EnaGenerator, Ereport, parse_ena, parse_time, utc_iso
+from fmd.protocol import EnaGenerator, Ereport, HcFmri, parse_ena, parse_time, utc_iso
 from fmd.protocol._common import _show
 from fmd.protocol.limits import MAX_PHYSADDR
 from fmd.topo import Platform
@@ -119,6 +123,31 @@ def record_to_json(record: McaRecord) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """What a record's registers decode to on a platform (everything but its time)."""
+
+    cls: str
+    strand: HcFmri
+    strand_str: str
+    payload: dict[str, Any]
+    cpu: int
+    # The payload as stored (JSON), encoded once for every record decoding alike.
+    payload_text: str
+
+
+# Decoded records by platform and registers: the same few records (a CPU's
+# corrected cache errors, a storm on one address) arrive over and over, and
+# decoding is pure.  Bounded: past _CACHE_ENTRIES the oldest entry goes.
+_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _Decoded]] = (
+    weakref.WeakKeyDictionary()
+)
+_CACHE_ENTRIES: Final = 4096
+# The members of a raw record that decide what it decodes to (all but its time).
+_KEY_MEMBERS: Final = (*_INT_FIELDS, "vendor")
+_MEMBERS: Final = frozenset((*_KEY_MEMBERS, "time"))
+
+
 def mca_ereport(
     obj: Mapping[str, Any], platform: Platform, *, now_ns: int, ena_gen: EnaGenerator
 ) -> Ereport:
@@ -126,6 +155,51 @@ def mca_ereport(
     raw = obj.get("mca")
     if not isinstance(raw, Mapping):
         raise EventRejected("'mca' must be an object of MCA registers")
+    decoded = _decoded(raw, platform)
+    raw_time = raw.get("time")
+    time_ns = parse_time(raw_time) if raw_time is not None else now_ns
+    injected = obj.get("__injected", False)
+    if type(injected) is not bool:
+        raise EventRejected("'__injected' must be true or false")
+    ena = (
+        parse_ena(obj["ena"]) if obj.get("ena") is not None else ena_gen.next(time_ns, decoded.cpu)
+    )
+    return Ereport(
+        cls=decoded.cls,
+        ena=ena,
+        time_ns=time_ns,
+        detector=decoded.strand,
+        detector_str=decoded.strand_str,
+        payload=dict(decoded.payload),
+        injected=injected,
+        payload_text=decoded.payload_text,
+    )
+
+
+def _decoded(raw: Mapping[str, Any], platform: Platform) -> _Decoded:
+    """The record's decoding, from the cache when these registers were seen before."""
+    key: tuple[Any, ...] | None = None
+    if raw.keys() <= _MEMBERS:
+        key = tuple(map(raw.get, _KEY_MEMBERS))
+        try:
+            hash(key)
+        except TypeError:  # a list or object where a number belongs: decoded (and refused)
+            key = None
+    cache = _CACHE.get(platform)
+    if cache is None:
+        cache = _CACHE.setdefault(platform, {})
+    found = cache.get(key) if key is not None else None
+    if found is None:
+        found = _decode_registers(raw, platform)
+        if key is not None:
+            if len(cache) >= _CACHE_ENTRIES:
+                del cache[next(iter(cache))]  # the oldest entry makes room
+            cache[key] = found
+    return found
+
+
+def _decode_registers(raw: Mapping[str, Any], platform: Platform) -> _Decoded:
+    """Decode a record's registers against the platform (EventRejected if it cannot be)."""
     record = record_from_json(raw)
     cpu = record.cpu
     try:
@@ -140,7 +214,6 @@ def mca_ereport(
         decoded = decode(record)
     except FmdError as exc:
         raise EventRejected(f"mca: {exc}") from None
-    time_ns = record.time_ns if record.time_ns is not None else now_ns
     payload: dict[str, Any] = dict(decoded.payload)
     payload["cpuid"] = cpu
     cls = decoded.ereport_class
@@ -152,23 +225,25 @@ def mca_ereport(
         payload["physaddr"] = decoded.physaddr
         rank = platform.decode_address(decoded.physaddr)
         if rank is not None:
-            payload["resource"] = rank.to_string()
+            payload["resource"] = _text(rank)
     # AMD family 0Fh/10h overlay: the refined ereport.cpu.amd.* class (and, for
     # DRAM ECC, the syndrome) replaces the generic class; physaddr/resource stay.
     refined = amd_overlay(record, decoded)
     if refined is not None:
         cls = refined.ereport_class
         payload.update(refined.payload)
-    injected = obj.get("__injected", False)
-    if type(injected) is not bool:
-        raise EventRejected("'__injected' must be true or false")
-    ena = parse_ena(obj["ena"]) if obj.get("ena") is not None else ena_gen.next(time_ns, cpu)
-    return Ereport(
-        cls=cls,
-        ena=ena,
-        time_ns=time_ns,
-        detector=strand,
-        detector_str=strand.to_string(),
-        payload=payload,
-        injected=injected,
-    )
+    return _Decoded(cls, strand, _text(strand), payload, cpu, orjson.dumps(payload).decode())
+
+
+# The string forms of the platform's own FMRIs (strands, ranks), which a
+# platform hands out as the same objects each time: formatting them is costly.
+_TEXTS: dict[int, tuple[HcFmri, str]] = {}
+
+
+def _text(fmri: HcFmri) -> str:
+    found = _TEXTS.get(id(fmri))
+    if found is None or found[0] is not fmri:
+        if len(_TEXTS) >= _CACHE_ENTRIES:
+            _TEXTS.clear()
+        found = _TEXTS[id(fmri)] = (fmri, fmri.to_string())
+    return found[1]

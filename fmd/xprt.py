@@ -230,7 +230,8 @@ class Ingest:
                 ev = ereport_from_decoded(obj, now, self.ena)
             # Encoded here, per line, so that a payload the store cannot take
             # fails this line alone and not the batch it would have joined.
-            ev.payload_text = orjson.dumps(ev.payload).decode()
+            if ev.payload_text is None:
+                ev.payload_text = orjson.dumps(ev.payload).decode()
             ev.size = len(line) + ROW_OVERHEAD
             return ev
         except EventRejected as exc:

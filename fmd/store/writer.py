@@ -680,16 +680,19 @@ class Writer:
         self.stats["events"] += sum(op.weight for op in batch)
 
     def _finish(self, batch: Sequence[WriteOp], error: BaseException | None) -> None:
-        for op in batch:
-            try:
-                op.done(error)
-            except Exception:
-                log.exception("store_done_callback_failed", op=type(op).__name__)
+        # What the batch stored is dispatched before anyone hears it is done: a
+        # caller that waits for the writer (quiesce, a repair) then finds the
+        # events already queued to their modules.
         if error is None and self._after_commit is not None:
             try:
                 self._after_commit(batch)
             except Exception:
                 log.exception("store_after_commit_failed")
+        for op in batch:
+            try:
+                op.done(error)
+            except Exception:
+                log.exception("store_done_callback_failed", op=type(op).__name__)
 
 
 class _CallOp(Op):
