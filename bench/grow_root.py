@@ -25,6 +25,8 @@ from pathlib import Path
 
 import orjson
 
+from fmd.states import STATE_RECEIVED
+
 PAGE = 0x1000
 # Copies get pages far above anything the template used, one per copy.
 BASE_PAGE = 0x40_0000_0000
@@ -56,6 +58,37 @@ def _swap(value: object, old: tuple[str, ...], new: tuple[str, ...]) -> object:
 
 def grow(db_path: Path, faults: int, events: int) -> None:
     """Add ``faults`` copies of a page fault and fill the error log to ``events``."""
+    _grow(db_path, faults, events)
+
+
+def add_uncommitted(db_path: Path, count: int) -> None:
+    """Append ``count`` error-log events past the commit frontier, as a crash
+    right after their acknowledgement leaves them: stored, not yet seen by any
+    module.  They are copies, in turn, of the ereports the real path stored
+    (compact raw machine-check records and memory errors), so a start replays
+    them through decoding and the real diagnosis.
+    """
+    db = sqlite3.connect(db_path)
+    try:
+        models = db.execute(
+            "SELECT * FROM errlog WHERE id <= (SELECT min(id) FROM errlog) + 1000 ORDER BY id"
+        ).fetchall()
+        next_err = (db.execute("SELECT max(id) FROM errlog").fetchone()[0] or 0) + 1
+        cols = [r[1] for r in db.execute("PRAGMA table_info(errlog)")]
+        committed, state = cols.index("committed"), cols.index("state")
+        rows = []
+        for i in range(count):
+            row = list(models[i % len(models)])
+            row[0] = next_err + i
+            row[committed], row[state] = 0, STATE_RECEIVED
+            rows.append(tuple(row))
+        db.executemany(f"INSERT INTO errlog VALUES ({','.join('?' * len(cols))})", rows)
+        db.commit()
+    finally:
+        db.close()
+
+
+def _grow(db_path: Path, faults: int, events: int) -> None:
     db = sqlite3.connect(db_path)
     try:
         uuid, page = _template(db)

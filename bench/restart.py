@@ -12,6 +12,10 @@ outstanding faults and a large error log.
      closed it, so the start-up integrity check runs),
    * a start after a clean stop (SIGTERM): the check is skipped,
    * a start after SIGKILL (the check runs again),
+   * a start after SIGKILL with ``--uncommitted`` events (default 100,000)
+     stored but not yet seen by any module, as a crash right after their
+     acknowledgement leaves them: ready is timed as above, then how long the
+     replay behind it takes until every module has caught up;
    * with ``--reboot``, a start as after a reboot (the retire agent's boot id
      changed): every isolated fault is re-sent to the agent behind the scenes;
      it also prints how long the agent takes to work through them while fmd
@@ -19,7 +23,8 @@ outstanding faults and a large error log.
 
    and prints the daemon's resident memory after each start.
 
-    python -m bench.restart [--faults 100000] [--events 1000000] [--reboot] [--keep]
+    python -m bench.restart [--faults 100000] [--events 1000000] [--uncommitted 100000]
+                               [--reboot] [--keep]
 """
 
 from __future__ import annotations
@@ -38,18 +43,20 @@ from typing import Any
 
 import orjson
 
-from bench.grow_root import grow
+from bench.grow_root import add_uncommitted, grow
 from fmd.adm.client import AdmClient
 from fmd.errors import AdmError
 from fmd.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET_S = 2.0
+# Targets (issue 9): ready after a clean stop, and after SIGKILL with a backlog.
+TARGET_S = 1.5
+TARGET_KILL_S = 3.0
 STRAND0 = "hc:///motherboard=0/chip=0/core=0/strand=0"
 
 
 class Fmd:
-    """``fmd -f`` on one root (platform sim, simulated clock)."""
+    """``fmd -f`` on one root (platform sim, the real clock, as on a host)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -62,7 +69,7 @@ class Fmd:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.pop("FMD_ROOT", None)
         args = [sys.executable, "-m", "fmd.cli.fmd", "-R", str(self.root), "-f"]
-        for prop in ("log.format=json", "log.level=warning", "platform=sim", "clock=simulated"):
+        for prop in ("log.format=json", "log.level=warning", "platform=sim"):
             args += ["-o", prop]
         started = time.monotonic()
         with open(self.root / "fmd.stderr", "ab") as err:
@@ -107,10 +114,19 @@ class Fmd:
         self.proc = None
 
 
+# Raw machine-check records of the mix: corrected cache errors over 16 CPUs.
+CACHE_CES = [
+    {"mca": {"cpu": cpu, "bank": bank, "status": status}}
+    for cpu in range(16)
+    for bank, status in ((0, "0x9400000000000105"), (2, "0x940000000000010a"))
+]
+
+
 def make_root(root: Path, pages: int = 50) -> None:
     """A root with ``pages`` page faults made the real way, then stopped."""
     fmd = Fmd(root)
     fmd.start()
+    fmd.send(CACHE_CES)
     fmd.send(
         [
             {
@@ -157,6 +173,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faults", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--uncommitted", type=int, default=100_000, help="events left for replay by SIGKILL"
+    )
     parser.add_argument("--reboot", action="store_true", help="also time a start after a reboot")
     parser.add_argument("--keep", action="store_true", help="keep the root")
     args = parser.parse_args()
@@ -180,6 +199,20 @@ def main() -> None:
         fmd.stop(signal.SIGKILL)
         rows.append(("start after SIGKILL (check runs)", fmd.start(), fmd.rss_mb()))
         fmd.stop()
+        killed = 0.0
+        if args.uncommitted:
+            fmd.start()
+            fmd.stop(signal.SIGKILL)
+            add_uncommitted(Paths(root).db_file, args.uncommitted)
+            killed = fmd.start()
+            label = f"start after SIGKILL, {args.uncommitted} uncommitted"
+            rows.append((label, killed, fmd.rss_mb()))
+            started = time.monotonic()
+            fmd.adm("quiesce", timeout=3600)
+            rows.append(
+                ("  replay behind it, until caught up", time.monotonic() - started, fmd.rss_mb())
+            )
+            fmd.stop()
         if args.reboot:
             age_boot(root)
             ready = fmd.start()
@@ -191,7 +224,13 @@ def main() -> None:
         for what, seconds, rss in rows:
             print(f"{what:<40} {seconds:8.2f} s   RSS {rss:6.0f} MB")
         verdict = "meets" if clean < TARGET_S else "MISSES"
-        print(f"target: ready in < {TARGET_S:.0f} s after a clean stop: {verdict} ({clean:.2f} s)")
+        print(f"target: ready in < {TARGET_S} s after a clean stop: {verdict} ({clean:.2f} s)")
+        if args.uncommitted:
+            verdict = "meets" if killed < TARGET_KILL_S else "MISSES"
+            print(
+                f"target: ready in < {TARGET_KILL_S} s after SIGKILL with "
+                f"{args.uncommitted} uncommitted: {verdict} ({killed:.2f} s)"
+            )
     finally:
         if args.keep:
             print(f"kept {root}")

@@ -28,6 +28,18 @@ FMRI:
 
 Both carry ``cpuid``.  A record that cannot be decoded (bad values, VAL clear,
 a CPU the platform does not have) is rejected with the reason.
+
+Stored form: the error log keeps the raw registers once, not both raw and as
+decoded strings.  A decoded record's payload is stored as ``{"__mca": <the
+record in wire form, without its time>, "cpuid": ..., "resource": ...}``:
+the raw record plus the members that depend on the platform that received it
+(a log read on another machine still names the right rank).  Every other
+member (``compound_errorname``, ``severity``, ``physaddr``, the AMD refinement,
+...) is a pure function of the registers and is derived again when the record
+is read (:func:`expand_stored`).  The payload the modules receive live is made
+by that same function from the stored form, so a replayed ereport equals the
+live one member for member.  A stored record that no longer decodes is shown
+as stored, raw registers included.
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ from typing import Any, Final
 import orjson
 
 from fmd.errors import EventRejected, FmdError
-from fmd.mca import McaRecord, decode, memory_class
+from fmd.mca import DecodedMca, McaRecord, decode, memory_class
 from fmd.mca_amd import amd_overlay
 from fmd.protocol import EnaGenerator, Ereport, HcFmri, parse_ena, parse_time, utc_iso
 from fmd.protocol._common import _show
@@ -143,9 +155,9 @@ _CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _Decoded]] = (
     weakref.WeakKeyDictionary()
 )
 _CACHE_ENTRIES: Final = 4096
-# The members of a raw record that decide what it decodes to (all but its time).
-_KEY_MEMBERS: Final = (*_INT_FIELDS, "vendor")
-_MEMBERS: Final = frozenset((*_KEY_MEMBERS, "time"))
+# The value types a cache key may hold: True == 1 and 1.0 == 1 in a tuple, so a
+# bool or a float (which decoding refuses) must never find an int's entry.
+_KEYABLE: Final = frozenset({str, int})
 
 
 def mca_ereport(
@@ -178,13 +190,11 @@ def mca_ereport(
 
 def _decoded(raw: Mapping[str, Any], platform: Platform) -> _Decoded:
     """The record's decoding, from the cache when these registers were seen before."""
+    registers = dict(raw)
+    registers.pop("time", None)  # all but the time decide what a record decodes to
     key: tuple[Any, ...] | None = None
-    if raw.keys() <= _MEMBERS:
-        key = tuple(map(raw.get, _KEY_MEMBERS))
-        try:
-            hash(key)
-        except TypeError:  # a list or object where a number belongs: decoded (and refused)
-            key = None
+    if {v.__class__ for v in registers.values()} <= _KEYABLE:
+        key = tuple(registers.items())
     cache = _CACHE.get(platform)
     if cache is None:
         cache = _CACHE.setdefault(platform, {})
@@ -214,25 +224,87 @@ def _decode_registers(raw: Mapping[str, Any], platform: Platform) -> _Decoded:
         decoded = decode(record)
     except FmdError as exc:
         raise EventRejected(f"mca: {exc}") from None
-    payload: dict[str, Any] = dict(decoded.payload)
-    payload["cpuid"] = cpu
+    physaddr = _memory_address(decoded)
     cls = decoded.ereport_class
-    mem = memory_class(decoded)
-    # An address beyond what x86-64 can address is not usable (a corrupt or
-    # misread ADDR): the record is kept, as a non-memory ereport.
-    if mem is not None and decoded.physaddr is not None and decoded.physaddr <= MAX_PHYSADDR:
-        cls = mem
-        payload["physaddr"] = decoded.physaddr
-        rank = platform.decode_address(decoded.physaddr)
+    stored: dict[str, Any] = {RAW_MEMBER: _raw_form(record), "cpuid": cpu}
+    if physaddr is not None:
+        cls = memory_class(decoded) or cls
+        rank = platform.decode_address(physaddr)
         if rank is not None:
-            payload["resource"] = _text(rank)
+            stored["resource"] = _text(rank)
     # AMD family 0Fh/10h overlay: the refined ereport.cpu.amd.* class (and, for
     # DRAM ECC, the syndrome) replaces the generic class; physaddr/resource stay.
     refined = amd_overlay(record, decoded)
     if refined is not None:
         cls = refined.ereport_class
+    # The live payload is the expansion of the stored form: replay sees the same.
+    payload = _expand(record, decoded, stored)
+    return _Decoded(cls, strand, _text(strand), payload, cpu, orjson.dumps(stored).decode())
+
+
+# The member of a stored payload that holds the raw record.
+RAW_MEMBER: Final = "__mca"
+
+
+def _raw_form(record: McaRecord) -> dict[str, Any]:
+    """The record as stored: its wire form without the time (the log row has it)
+    and without the global registers when they are zero (their default)."""
+    raw = record_to_json(record)
+    raw.pop("time", None)
+    for name in _DEFAULT_ZERO:
+        if raw.get(name) == "0x0":
+            del raw[name]
+    return raw
+
+
+# Registers record_from_json takes as zero when absent.
+_DEFAULT_ZERO: Final = ("mcgstatus", "mcgcap")
+
+
+def _memory_address(decoded: DecodedMca) -> int | None:
+    """The physical address that makes the record a memory ereport, if any.
+
+    An address beyond what x86-64 can address is not usable (a corrupt or
+    misread ADDR): such a record stays a non-memory ereport.
+    """
+    if memory_class(decoded) is None or decoded.physaddr is None:
+        return None
+    return decoded.physaddr if decoded.physaddr <= MAX_PHYSADDR else None
+
+
+def _expand(record: McaRecord, decoded: DecodedMca, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The full payload of a stored record: decoded members, then the stored ones."""
+    payload: dict[str, Any] = dict(decoded.payload)
+    if "cpuid" in stored:
+        payload["cpuid"] = stored["cpuid"]
+    physaddr = _memory_address(decoded)
+    if physaddr is not None:
+        payload["physaddr"] = physaddr
+    for name, value in stored.items():
+        if name != RAW_MEMBER:
+            payload[name] = value
+    refined = amd_overlay(record, decoded)
+    if refined is not None:
         payload.update(refined.payload)
-    return _Decoded(cls, strand, _text(strand), payload, cpu, orjson.dumps(payload).decode())
+    return payload
+
+
+def expand_stored(stored: dict[str, Any]) -> dict[str, Any]:
+    """The payload of a stored error-log record, decoded members derived again.
+
+    A payload without the raw record (any ereport not decoded by fmd, and logs
+    written before the compact form) is returned as it is; so is one whose raw
+    record no longer decodes, raw registers included, for the reader to see.
+    """
+    raw = stored.get(RAW_MEMBER)
+    if not isinstance(raw, dict):
+        return stored
+    try:
+        record = record_from_json(raw)
+        decoded = decode(record)
+    except (EventRejected, FmdError):
+        return stored
+    return _expand(record, decoded, stored)
 
 
 # The string forms of the platform's own FMRIs (strands, ranks), which a

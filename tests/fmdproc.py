@@ -166,10 +166,16 @@ class FmdProcess:
     def errlog_json(self, *args: str) -> list[dict[str, Any]]:
         out = self.cli("fmdump", "-e", "--json", *args)
         assert out.returncode == 0, out.stderr
-        return [orjson.loads(line) for line in out.stdout.splitlines()]
+        return json_lines(out.stdout)
 
     def fltlog_json(self, *args: str) -> list[dict[str, Any]]:
         """Every fault-log record, message=false ones included (-a)."""
         out = self.cli("fmdump", "-a", "--json", *args)
         assert out.returncode == 0, out.stderr
-        return [orjson.loads(line) for line in out.stdout.splitlines()]
+        return json_lines(out.stdout)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """One JSON document per line.  Split on newlines only: ``str.splitlines``
+    also splits on U+2028, U+0085 and other characters a JSON string may hold raw."""
+    return [orjson.loads(line) for line in text.split("\n") if line]

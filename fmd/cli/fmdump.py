@@ -65,6 +65,7 @@ from fmd.protocol import utc_iso
 from fmd.store import Store, queries, schema
 from fmd.store.engine import resolve_url, sqlite_file
 from fmd.store.tolerant import ScratchCopy, is_corruption, reason
+from fmd.telemetry import expand_stored
 
 EXIT_BAD_RECORDS = 3
 _POLL_S = 1.0
@@ -341,7 +342,7 @@ class Dumper:
             problem = f"payload is not valid JSON ({exc})"
         else:
             if isinstance(payload, dict):
-                return payload
+                return expand_stored(payload) if log == "errlog" else payload
             problem = "payload is not a JSON object"
         where = "" if src.live else f" in {src.name}"
         self.warn("warning", f"skipping {log} record {row.id}{where}: {problem}")

@@ -8,8 +8,8 @@ Encoding, decoding, generating and parsing 64-bit ENAs::
 
 from __future__ import annotations
 
-import itertools
 import re
+import threading
 from typing import Final, NamedTuple
 
 from fmd.errors import EventRejected, ProtocolError
@@ -57,21 +57,36 @@ def decode_ena(ena: int) -> EnaParts:
 
 
 class EnaGenerator:
-    """Makes format-1 ENAs for ereports that arrive without one.
+    """Makes format-1 ENAs for ereports that arrive without one, each unique.
 
-    The generation counter advances on every call (and wraps at 256), so ENAs
-    made in the same nanosecond still differ.  Safe to share between threads.
+    A format-1 ENA tells two errors apart by its time and its 8-bit generation.
+    Many ereports can share a time (a socket chunk is stamped with one receipt
+    time; raw records carry whole seconds), so the generator never goes back in
+    time: it uses the later of the time given and the last time it used, and
+    when the 256 generations of one nanosecond are used up it moves on to the
+    next nanosecond.  Every ENA it makes is then distinct (per cpuid, until the
+    44-bit time wraps after about 4.9 hours of nanoseconds have been used).
+    Safe to share between threads.
     """
 
     def __init__(self, generation: int = 0) -> None:
-        # next() on an itertools.count is atomic in CPython: no lock on the hot path.
-        self._counter = itertools.count(generation & 0xFF)
+        self._lock = threading.Lock()
+        self._time = -1
+        self._generation = (generation & _GEN_MASK) - 1
 
     def next(self, hrtime_ns: int, cpuid: int = 0) -> int:
-        """A new format-1 ENA for time *hrtime_ns*."""
-        return ena_format1(next(self._counter) & 0xFF, cpuid, hrtime_ns)
+        """A new format-1 ENA for time *hrtime_ns* (or just after the last one made)."""
+        with self._lock:
+            if hrtime_ns > self._time:
+                self._time, self._generation = hrtime_ns, 0
+            elif self._generation < _GEN_MASK:
+                self._generation += 1
+            else:
+                self._time, self._generation = self._time + 1, 0
+            return ena_format1(self._generation, cpuid, self._time)
 
 
+_GEN_MASK: Final = 0xFF
 _ENA_TEXT: Final = re.compile(r"0[xX]([0-9A-Fa-f]+)|([0-9]+)")
 
 

@@ -9,6 +9,7 @@ import orjson
 from fmd import states
 from fmd.protocol import Ereport, ListEvent, parse_fmri_cached
 from fmd.store import schema
+from fmd.telemetry import expand_stored
 
 # What an ereport costs to hold beyond its payload and detector text (the
 # object, its class string and ids), for memory accounting.
@@ -49,7 +50,7 @@ def row_ereport(row: Any) -> Ereport:
         time_ns=m["time_ns"],
         detector=parse_fmri_cached(det) if det else None,
         detector_str=det,
-        payload=orjson.loads(text),
+        payload=expand_stored(orjson.loads(text)),
         injected=bool(m["injected"]),
         id=m["id"],
         size=len(text) + len(det or "") + ROW_OVERHEAD,

@@ -29,6 +29,7 @@ from sqlalchemy import (
 
 from fmd.states import CaseState
 from fmd.store import schema
+from fmd.telemetry import RAW_MEMBER as RAW_MCA_MEMBER
 
 
 def glob_to_like(pattern: str) -> str:
@@ -282,10 +283,19 @@ def _json_path(column: Any, path: Sequence[str], sqlite: bool) -> tuple[Any, Any
     return member, func.jsonb_typeof(member)
 
 
-def member_filter(column: Any, filters: Sequence[MemberFilter], sqlite: bool) -> Any:
+def member_filter(
+    column: Any, filters: Sequence[MemberFilter], sqlite: bool, *, derived: bool = False
+) -> Any:
     """``-n`` in SQL: the member exists and, for a numeric value, equals it (strings
-    and arrays are let through for the caller's regular-expression check)."""
+    and arrays are let through for the caller's regular-expression check).
+
+    With ``derived`` (the error log), records stored in compact form (raw
+    machine-check registers, members derived on read: ``fmd.telemetry``) are
+    let through too: their decoded members are not in the stored text.
+    """
     conds = []
+    if derived:
+        conds.append(_json_path(column, (RAW_MCA_MEMBER,), sqlite)[1].is_not(None))
     for path, number in filters:
         value, kind = _json_path(column, path, sqlite)
         if number is None:
@@ -336,7 +346,7 @@ def _log_conds(
     if until_ns is not None:
         conds.append(t.c.time_ns <= until_ns)
     if members:
-        conds.append(member_filter(t.c.payload, members, sqlite))
+        conds.append(member_filter(t.c.payload, members, sqlite, derived=t.name == "errlog"))
     if after_id is not None:
         conds.append(t.c.id > after_id)
     return conds
