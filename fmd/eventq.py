@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from fmd.errors import ModuleError
 from fmd.protocol import Ereport
 
 # What a queued fault-log event is counted as (list events are small and made
@@ -29,6 +30,8 @@ from fmd.protocol import Ereport
 LIST_EVENT_SIZE: Final = 4096
 # The default bound on the bytes of events one queue holds in memory.
 DEFAULT_MAX_BYTES: Final = 64 << 20
+# The answer to a call queued to a module that no longer runs.
+NOT_RUNNING: Final = "the module is no longer running"
 
 
 def _size(item: EventItem) -> int:
@@ -141,7 +144,15 @@ class EventQueue:
             self._cond.notify()
 
     def put_front(self, item: TimeoutItem | CallItem) -> None:
+        """Queue a timer or a call ahead of the events.  Once the queue is closed
+        (the module stopped or is stopping) nobody will run it: a call is answered
+        at once with an error instead of leaving its caller to time out."""
         with self._cond:
+            if self._closed:
+                if isinstance(item, CallItem):
+                    item.error = ModuleError(NOT_RUNNING)
+                    item.done.set()
+                return
             self._items.appendleft(item)
             self._enq_times.appendleft(time.monotonic_ns())
             self._cond.notify()
@@ -225,7 +236,7 @@ class EventQueue:
         with self._cond:
             for item in self._items:
                 if isinstance(item, CallItem):
-                    item.error = RuntimeError("the module is no longer running")
+                    item.error = ModuleError(NOT_RUNNING)
                     item.done.set()
             self._items.clear()
             self.bytes = 0

@@ -347,6 +347,12 @@ class ModuleRunner:
                     time.sleep(1.0)
                     continue
             if not self.active:
+                # Failed or unloaded: nothing runs, but a caller waiting on a
+                # call is answered now rather than left to time out.
+                for item in items:
+                    if isinstance(item, CallItem):
+                        item.error = ModuleError(f"module {self.name} is not active")
+                        item.done.set()
                 self.queue.idle()
                 continue
             t0 = time.monotonic_ns()

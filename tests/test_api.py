@@ -15,7 +15,7 @@ from fmd.clock import SimulatedClock
 from fmd.config import Properties
 from fmd.dictionary import DictionarySet, default_dict_dirs
 from fmd.dispq import SubscriptionTree
-from fmd.errors import CaseStateError, ModuleApiError
+from fmd.errors import CaseStateError, ModuleApiError, ModuleError
 from fmd.eventq import EventQueue
 from fmd.module import ModuleRunner, Plugin
 from fmd.protocol import (
@@ -257,3 +257,29 @@ def test_cases_reads_every_unloaded_case() -> None:
     hdl._ctx.load_case = lambda uuid: stored
     hdl.restore(None, [], unloaded=[stored.uuid])
     assert [c.uuid for c in hdl.cases()] == [stored.uuid]
+
+
+def test_a_call_to_a_stopped_module_is_answered_at_once() -> None:
+    """A request that races with ``unload`` (queued after the module's thread has
+    stopped) gets an error right away instead of waiting out its timeout."""
+    hdl, _, _ = make_handle()
+    runner = hdl.runner
+    assert runner is not None
+    runner.start()
+    assert runner.call(lambda: 42, wait=30) == 42
+    runner.stop()
+    with pytest.raises(ModuleError, match="no longer running"):
+        runner.call(lambda: 42, wait=30)
+
+
+def test_a_call_to_a_failed_module_is_answered_at_once() -> None:
+    """Calls queued to a module that has failed are answered with an error, not
+    dropped for their callers to time out."""
+    hdl, _, _ = make_handle()
+    runner = hdl.runner
+    assert runner is not None
+    runner.start()
+    runner.fail(RuntimeError("broken"))
+    with pytest.raises(ModuleError, match="not active"):
+        runner.call(lambda: 42, wait=30)
+    runner.stop()
