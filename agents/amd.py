@@ -2,7 +2,7 @@
 
 The Python counterpart of the illumos eft rules ``amd64.esc`` (illumos-fma.md
 section 3.3).  It receives the ``ereport.cpu.amd.*`` classes that
-:mod:`fmd.mca_amd` gives DC, IC, BU and NB records and names faults from
+:mod:`fmd.hw.mca_amd` gives DC, IC, BU and NB records and names faults from
 dictionary AMD.
 
 Life of one ereport::

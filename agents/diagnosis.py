@@ -55,7 +55,7 @@ from fmd.protocol import (
 if TYPE_CHECKING:
     from fmd.api import Handle
     from fmd.case import Case
-    from fmd.topo import TopoNode
+    from fmd.hw.topo import TopoNode
 
 PAGE_SHIFT: Final = 12
 # Remembered detector lookups of a Topology (see Topology.cpu_target).

@@ -60,12 +60,12 @@ from typing import Any
 import orjson
 
 from fmd.errors import AdmError, FmdError
+from fmd.hw.mcelog import ParsedMca, parse_mce_text
+from fmd.hw.telemetry import record_to_json
 from fmd.injlang import MAX_EVENTS, MAX_VALUE_BYTES, MAX_VALUE_ITEMS, Repeat, parse_program
-from fmd.mcelog import ParsedMca, parse_mce_text
 from fmd.protocol import EnaGenerator, fmri_from_obj, parse_ereport_line, parse_fmri
 from fmd.protocol.limits import MAX_FMRI_LEN
 from fmd.store.schema import ena_from_db
-from fmd.telemetry import record_to_json
 from tests.fmdproc import FmdProcess
 from tests.hostile.fuzzlines import (
     MARK,

@@ -53,10 +53,10 @@ if TYPE_CHECKING:
     from fmd.clock import Clock
     from fmd.dictionary import DictionarySet
     from fmd.dispq import SubscriptionTree
+    from fmd.hw.topo import Platform
     from fmd.module import ModuleRunner
     from fmd.store import Writer
     from fmd.timerq import TimerQueue
-    from fmd.topo import Platform
 
 CKPT_VERSION = 1
 
@@ -74,7 +74,7 @@ class ModuleContext:
     case_owner: Callable[[str], ModuleRunner | None]
     register_case: Callable[[str, ModuleRunner | None], None]
     save_checkpoints: bool = True
-    # The machine's topology (fmd.topo.Platform); None only in bare unit tests.
+    # The machine's topology (fmd.hw.topo.Platform); None only in bare unit tests.
     platform: Any = None
     # Modules whose checkpoint could not be written (see fmd.ckpt).
     failed_checkpoints: set[str] = field(default_factory=set)

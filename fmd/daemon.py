@@ -48,6 +48,7 @@ from fmd.dictionary import DictionarySet, default_dict_dirs
 from fmd.dispatch import Dispatcher, ModuleGoneOp
 from fmd.errors import ConfigError, FmdError, ModuleError
 from fmd.eventq import EventItem, EventQueue
+from fmd.hw.topo import choose_platform
 from fmd.module import ModuleRunner, ModuleState, Plugin, PluginSource, discover, load_file
 from fmd.paths import Paths, install_default_conf
 from fmd.protocol import ProtocolError, validate_pattern
@@ -58,7 +59,6 @@ from fmd.serd import SerdSet
 from fmd.store import Store, queries
 from fmd.store.health import StoreHealth
 from fmd.timerq import TimerQueue
-from fmd.topo import choose_platform
 from fmd.xprt import Ingest
 from fmd.xprts.file import FileTransport
 from fmd.xprts.socket import SocketTransport

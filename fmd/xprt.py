@@ -7,7 +7,7 @@ events are durably committed (or definitely failed), which is when a
 transport may acknowledge them.  :class:`Ingest` also owns what transports
 must agree on: per-transport counters, rate-limited logging of rejected input,
 the ENA generator, raw machine-check records (decoded by
-:mod:`fmd.telemetry` against the platform), and the simulated-clock control event
+:mod:`fmd.hw.telemetry` against the platform), and the simulated-clock control event
 ``resource.fm.fmd.clock.addhrtime`` (member ``delta``, nanoseconds), which is
 ordered with the events around it by going through the writer as well.  A
 delta of -1 (fminject's ``endhrtime``) runs to the "end of time": the daemon
@@ -31,14 +31,14 @@ import structlog
 from fmd.clock import Clock, SimulatedClock
 from fmd.coalesce import Coalescer, Window
 from fmd.errors import EventRejected, StoreRefused
+from fmd.hw.telemetry import mca_ereport
+from fmd.hw.topo import Platform
 from fmd.log import Once, RateLimiter
 from fmd.log import exception_signature as _signature
 from fmd.protocol import EnaGenerator, Ereport, decode_line, ereport_from_decoded
 from fmd.store import Op, Progress, Published, WriteTxn
 from fmd.store.codec import ROW_OVERHEAD, ereport_row
 from fmd.store.health import StoreHealth
-from fmd.telemetry import mca_ereport
-from fmd.topo import Platform
 
 log = structlog.get_logger("fmd.xprt")
 

@@ -13,10 +13,10 @@ from fmd.config import Properties
 from fmd.dictionary import DictionarySet, default_dict_dirs
 from fmd.dispq import SubscriptionTree
 from fmd.eventq import EventQueue
+from fmd.hw.topo import SimPlatform
 from fmd.module import ModuleRunner, Plugin
 from fmd.protocol import Ereport, ListEvent
 from fmd.timerq import TimerQueue
-from fmd.topo import SimPlatform
 
 HOUR = 3600 * 10**9
 T0 = 1_000_000 * 10**9

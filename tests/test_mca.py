@@ -1,4 +1,4 @@
-"""Tests for fmd.mca: gcpu classification, payload, severity and memory addresses."""
+"""Tests for fmd.hw.mca: gcpu classification, payload, severity and memory addresses."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fmd.errors import ProtocolError
-from fmd.mca import (
+from fmd.hw.mca import (
     MEM_CE_CLASS,
     MEM_UE_CLASS,
     McaError,

@@ -1,15 +1,15 @@
-"""The AMD family 0Fh/10h overlay (fmd.mca_amd) and its use by fmd.telemetry."""
+"""The AMD family 0Fh/10h overlay (fmd.hw.mca_amd) and its use by fmd.hw.telemetry."""
 
 from __future__ import annotations
 
 import pytest
 
 from agents.amd import CPU_LEAVES
-from fmd.mca import McaRecord, decode
-from fmd.mca_amd import CPU_FAULTS, AmdRefinement, amd_overlay, syndrome
+from fmd.hw.mca import McaRecord, decode
+from fmd.hw.mca_amd import CPU_FAULTS, AmdRefinement, amd_overlay, syndrome
+from fmd.hw.telemetry import mca_ereport
+from fmd.hw.topo import SimPlatform
 from fmd.protocol import EnaGenerator
-from fmd.telemetry import mca_ereport
-from fmd.topo import SimPlatform
 
 VAL_EN = 0x9000_0000_0000_0000
 UC = 1 << 61

@@ -1,12 +1,12 @@
-"""Tests for fmd.mcelog: reading the mcelog and kernel machine-check text forms."""
+"""Tests for fmd.hw.mcelog: reading the mcelog and kernel machine-check text forms."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fmd.mca import McaRecord, decode
-from fmd.mcelog import ParsedMca, ParsedRecord, ParseFailure, parse_mce_text
+from fmd.hw.mca import McaRecord, decode
+from fmd.hw.mcelog import ParsedMca, ParsedRecord, ParseFailure, parse_mce_text
 
 _PFX = "<0>[ 4142.218829] mce: [Hardware Error]: "
 KERNEL_UC = f"""\

@@ -23,6 +23,7 @@ from agents.retire.backend import (
     RetireBackend,
 )
 from fmd.api import Handle
+from fmd.hw.topo import SimPlatform
 from fmd.protocol import (
     FAULT_FAULTY,
     FAULT_REPLACED,
@@ -33,7 +34,6 @@ from fmd.protocol import (
     MemFmri,
     Suspect,
 )
-from fmd.topo import SimPlatform
 from tests.diagnosis_util import make_handle
 from tests.retire_fakes import make_fake_sysfs
 

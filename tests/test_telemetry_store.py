@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fmd.errors import EventRejected
-from fmd.mca import ST_ADDRV, ST_MISCV, ST_UC, ST_VAL
+from fmd.hw.mca import ST_ADDRV, ST_MISCV, ST_UC, ST_VAL
+from fmd.hw.telemetry import RAW_MEMBER, expand_stored, mca_ereport
+from fmd.hw.topo import SimPlatform
 from fmd.protocol import EnaGenerator
 from fmd.store.codec import ereport_row, row_ereport
 from fmd.store.schema import ERRLOG_COLUMNS
-from fmd.telemetry import RAW_MEMBER, expand_stored, mca_ereport
-from fmd.topo import SimPlatform
 from tests.fmdproc import FmdProcess
 
 PLATFORM = SimPlatform(hostname="h")

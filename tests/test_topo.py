@@ -1,4 +1,4 @@
-"""Tests for fmd.topo: the sim, file and Linux platforms and choose_platform."""
+"""Tests for fmd.hw.topo: the sim, file and Linux platforms and choose_platform."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fmd.errors import ConfigError
-from fmd.protocol import CpuFmri, HcFmri, MemFmri, hc_fmri
-from fmd.topo import (
+from fmd.hw.topo import (
     FilePlatform,
     LinuxPlatform,
     SimPlatform,
@@ -20,6 +19,7 @@ from fmd.topo import (
     TopoNode,
     choose_platform,
 )
+from fmd.protocol import CpuFmri, HcFmri, MemFmri, hc_fmri
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "fmd" / "topology.toml"
 SIM = SimPlatform(hostname="test host")

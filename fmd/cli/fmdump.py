@@ -61,11 +61,11 @@ from fmd.cli.recordfmt import coalesced_note, errlog_json, print_nvlist, print_s
 from fmd.cli.timespec import TimeSpecError, parse_time
 from fmd.dictionary import default_dict_dirs
 from fmd.errors import StoreCorrupt, StoreError
+from fmd.hw.telemetry import expand_stored
 from fmd.protocol import utc_iso
 from fmd.store import Store, queries, schema
 from fmd.store.engine import resolve_url, sqlite_file
 from fmd.store.tolerant import ScratchCopy, is_corruption, reason
-from fmd.telemetry import expand_stored
 
 EXIT_BAD_RECORDS = 3
 _POLL_S = 1.0

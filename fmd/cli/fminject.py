@@ -41,10 +41,10 @@ import orjson
 from fmd.adm.client import permission_message
 from fmd.cli.common import EXIT_ERROR, fail, paths_for, root_option, run_click
 from fmd.errors import ProtocolError
+from fmd.hw.mcelog import ParseFailure, parse_mce_text
+from fmd.hw.telemetry import record_from_json, record_to_json
 from fmd.injlang import KEYWORDS, Sleep, evaluate, parse_program
-from fmd.mcelog import ParseFailure, parse_mce_text
 from fmd.protocol import EnaGenerator, decode_line, ereport_from_decoded
-from fmd.telemetry import record_from_json, record_to_json
 
 CONTROL_PREFIX = "resource.fm.fmd."
 # Lines are sent in batches of at most this many, or this many bytes.

@@ -30,9 +30,9 @@ from fmd.cli.common import (
     run_click,
 )
 from fmd.errors import StoreError
+from fmd.hw.topo import TopoNode, choose_platform
 from fmd.protocol import FAULT_UNUSABLE
 from fmd.store import Store, queries
-from fmd.topo import TopoNode, choose_platform
 
 
 def _unusable(paths: Any, props: Any) -> set[str]:

@@ -72,13 +72,15 @@ class EnaGenerator:
     def __init__(self, generation: int = 0) -> None:
         self._lock = threading.Lock()
         self._time = -1
-        self._generation = (generation & _GEN_MASK) - 1
+        self._generation = 0
+        # The generation of the first ENA made (later times start at 0).
+        self._first = generation & _GEN_MASK
 
     def next(self, hrtime_ns: int, cpuid: int = 0) -> int:
         """A new format-1 ENA for time *hrtime_ns* (or just after the last one made)."""
         with self._lock:
             if hrtime_ns > self._time:
-                self._time, self._generation = hrtime_ns, 0
+                self._time, self._generation, self._first = hrtime_ns, self._first, 0
             elif self._generation < _GEN_MASK:
                 self._generation += 1
             else:

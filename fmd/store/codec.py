@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 
 from fmd import states
+from fmd.hw.telemetry import expand_stored
 from fmd.protocol import Ereport, ListEvent, parse_fmri_cached
 from fmd.store import schema
-from fmd.telemetry import expand_stored
 
 # What an ereport costs to hold beyond its payload and detector text (the
 # object, its class string and ids), for memory accounting.

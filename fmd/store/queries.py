@@ -27,9 +27,9 @@ from sqlalchemy import (
     select,
 )
 
+from fmd.hw.telemetry import RAW_MEMBER as RAW_MCA_MEMBER
 from fmd.states import CaseState
 from fmd.store import schema
-from fmd.telemetry import RAW_MEMBER as RAW_MCA_MEMBER
 
 
 def glob_to_like(pattern: str) -> str:
@@ -290,7 +290,7 @@ def member_filter(
     and arrays are let through for the caller's regular-expression check).
 
     With ``derived`` (the error log), records stored in compact form (raw
-    machine-check registers, members derived on read: ``fmd.telemetry``) are
+    machine-check registers, members derived on read: ``fmd.hw.telemetry``) are
     let through too: their decoded members are not in the stored text.
     """
     conds = []

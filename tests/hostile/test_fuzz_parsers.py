@@ -26,6 +26,9 @@ from fmd.cli.timespec import TimeSpecError
 from fmd.cli.timespec import parse_time as parse_timespec
 from fmd.config import DAEMON_PROPERTIES, parse_conf, parse_value
 from fmd.errors import ConfigError, EventRejected, FmdError, FmriError, InjectSyntaxError
+from fmd.hw.mcelog import ParsedMca, ParseFailure, parse_mce_text
+from fmd.hw.telemetry import mca_ereport, record_from_json, record_to_json
+from fmd.hw.topo import SimPlatform
 from fmd.injlang import (
     MAX_ARRAY,
     MAX_EVENTS,
@@ -35,7 +38,6 @@ from fmd.injlang import (
     evaluate,
     parse_program,
 )
-from fmd.mcelog import ParsedMca, ParseFailure, parse_mce_text
 from fmd.protocol import (
     EnaGenerator,
     Ereport,
@@ -55,8 +57,6 @@ from fmd.protocol.limits import (
     MEMBER_RANGES,
     check_payload,
 )
-from fmd.telemetry import mca_ereport, record_from_json, record_to_json
-from fmd.topo import SimPlatform
 from tests.hostile.fuzzlines import (
     MCA_MEMBERS,
     RESERVED,

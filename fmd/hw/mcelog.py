@@ -1,4 +1,4 @@
-"""Read the mcelog / kernel machine-check text forms into :class:`fmd.mca.McaRecord`.
+"""Read the mcelog / kernel machine-check text forms into :class:`fmd.hw.mca.McaRecord`.
 
 One function, :func:`parse_mce_text`, reads text that ``mcelog --ascii`` would
 accept (linux-xen-peers.md section 2.6) and returns, in input order, one item
@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
-from fmd.mca import ST_VAL, McaError, McaRecord
+from fmd.hw.mca import ST_VAL, McaError, McaRecord
 
 _HEX: Final = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")
 _DEC: Final = re.compile(r"[0-9]+")

@@ -6,7 +6,7 @@ what the illumos generic x86 CPU module (gcpu) would post: an ereport class
 ``ereport.cpu.generic-x86.<leaf>``, a ``compound_errorname`` and the payload
 members, plus a ``severity`` computed with the SDM UCR rules.  It is pure: no
 I/O, no clock, no global state.  The text forms that produce records live in
-:mod:`fmd.mcelog`.
+:mod:`fmd.hw.mcelog`.
 
 Decoding pipeline::
 

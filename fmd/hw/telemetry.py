@@ -3,7 +3,7 @@
 Telemetry sources (the mcelog text form through ``fminject --format mce``, and
 later others) send raw machine-check records, not classified ereports: fmd
 knows the platform, so it alone decodes them, and every source shares one
-decoder (:mod:`fmd.mca`).  On the wire a raw record is a JSON line with an
+decoder (:mod:`fmd.hw.mca`).  On the wire a raw record is a JSON line with an
 ``mca`` object and no ``class``::
 
     {"mca": {"cpu": 12, "bank": 2, "status": "0x9c00...", "addr": "0x...",
@@ -21,7 +21,7 @@ FMRI:
   FMRI) — the memory diagnosis needs nothing else;
 * anything else becomes ``ereport.cpu.generic-x86.<leaf>`` with the decoder's
   payload (``compound_errorname``, ``IA32_MCi_STATUS``, ``severity``, ...);
-* on AMD families 0Fh/10h, a record :func:`fmd.mca_amd.amd_overlay` covers
+* on AMD families 0Fh/10h, a record :func:`fmd.hw.mca_amd.amd_overlay` covers
   (DC/IC/L2 array errors, NB DRAM ECC) takes its refined
   ``ereport.cpu.amd.<unit>.<leaf>`` class instead, keeping the payload above
   (memory ones with ``physaddr``/``resource``, plus ``syndrome``).
@@ -52,12 +52,12 @@ from typing import Any, Final
 import orjson
 
 from fmd.errors import EventRejected, FmdError
-from fmd.mca import DecodedMca, McaRecord, decode, memory_class
-from fmd.mca_amd import amd_overlay
+from fmd.hw.mca import DecodedMca, McaRecord, decode, memory_class
+from fmd.hw.mca_amd import amd_overlay
+from fmd.hw.topo import Platform
 from fmd.protocol import EnaGenerator, Ereport, HcFmri, parse_ena, parse_time, utc_iso
 from fmd.protocol._common import _show
 from fmd.protocol.limits import MAX_PHYSADDR
-from fmd.topo import Platform
 
 # JSON member -> McaRecord field, for the integer registers and ids.
 _INT_FIELDS = {

@@ -1,6 +1,6 @@
 """AMD family 0Fh/10h overlay on the generic MCA decoder: refined ``ereport.cpu.amd.*`` classes.
 
-The generic decoder (:mod:`fmd.mca`) names every record the way gcpu would.
+The generic decoder (:mod:`fmd.hw.mca`) names every record the way gcpu would.
 On AMD families 0Fh and 10h the bank tells the functional unit (0 DC, 1 IC,
 2 BU with the L2, 4 NB) and the extended error code (XEC, MCi_STATUS bits
 19:16, 20:16 on the NB) together with the architectural code tells which
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from fmd.mca import DecodedMca, McaRecord, PayloadValue
+from fmd.hw.mca import DecodedMca, McaRecord, PayloadValue
 
 CLASS_PREFIX: Final = "ereport.cpu.amd."
 FAMILIES: Final = frozenset({0x0F, 0x10})
