@@ -21,6 +21,10 @@ Life of one ereport::
         D outstanding ----------------------------------------> joined
         else serd dimm@D --fires--> dimm_ce case
         D's faulted pages reach dimm_pages -------------------> dimm_ce case
+    mem_ce/mem_ue without a usable physaddr, DIMM D named by resource
+        D outstanding ----------------------------------------> joined
+        mem_ue -----------------------------------------------> dimm_ue now
+        mem_ce --> serd dimm@D --fires------------------------> dimm_ce case
 
 Storms: a DIMM diagnosed faulty covers its pages — a correctable-error storm on
 it (a bad pin, a failing rank) joins the DIMM's case, one O(1) step per
@@ -52,7 +56,11 @@ record counts once: the errors it lost cannot be counted, and counting them as
 more would convict on guesses.  ``external`` and ``unknown`` are upsets and
 are discarded even when uncorrected, as ``upset.discard`` does.  A memory
 ereport whose DIMM cannot be told (no ``resource`` and no address decode) is
-discarded: a page fault needs the DIMM as its unum.
+discarded (``mem_unresolved``): a page fault needs the DIMM as its unum.  One
+with no usable address but a ``resource`` naming its DIMM (a memory error the
+bank located by channel and DIMM, an EDAC report without a page) feeds only
+the DIMM's engine, the same one its page-addressed errors feed: there is no
+page to count or retire (``dimm_only``).
 """
 
 from __future__ import annotations
@@ -66,11 +74,15 @@ from agents.diagnosis import (
     diagnose,
     dimm_suspect,
     join,
+    page_key,
+    page_of,
     page_suspect,
     serd_record,
     time_prop,
+    usable_physaddr,
 )
 from fmd.config import PropSpec, PropType
+from fmd.hw.events import MEMORY_FAILURE_CLASS
 from fmd.module import Plugin
 from fmd.protocol import Ereport
 
@@ -121,7 +133,7 @@ class CpumemDiagnosis(Plugin):
     name = "cpumem-diagnosis"
     version = "1.0"
     description = "generic x86 CPU and memory diagnosis (gcpu.esc rules)"
-    subscriptions = ("ereport.cpu.generic-x86.*",)
+    subscriptions = ("ereport.cpu.generic-x86.*", MEMORY_FAILURE_CLASS)
     dictionaries = ("GMCA",)
     properties: ClassVar[tuple[PropSpec, ...]] = (
         count_prop("cache_n", "3", "SERD N for a cache or TLB at a specific level"),
@@ -151,6 +163,9 @@ class CpumemDiagnosis(Plugin):
 
     # -- dispatch ------------------------------------------------------------
     def recv(self, hdl: Handle, event: Any) -> None:
+        if isinstance(event, Ereport) and event.cls == MEMORY_FAILURE_CLASS:
+            self._kernel_action(hdl, event)
+            return
         if not isinstance(event, Ereport) or not event.cls.startswith(CLASS_PREFIX):
             return
         leaf = event.cls.removeprefix(CLASS_PREFIX)
@@ -186,14 +201,32 @@ class CpumemDiagnosis(Plugin):
         )
         diagnose(hdl, target.key, ev, engine, suspect, "cpu", log_event=LOG_EVENT)
 
+    # -- the kernel's own page actions ---------------------------------------
+    @staticmethod
+    def _kernel_action(hdl: Handle, ev: Ereport) -> None:
+        """The kernel's memory-failure handling of a page (it has already acted, e.g.
+        its correctable-errors collector soft-offlined the page): recorded against the
+        page's outstanding case, never the start of a diagnosis of its own."""
+        physaddr = ev.payload.get("physaddr")
+        if not isinstance(physaddr, int) or isinstance(physaddr, bool) or physaddr < 0:
+            hdl.stat("kernel_mf_bad", "kernel memory-failure reports without a page").incr()
+            return
+        if join(hdl, page_key(page_of(physaddr)), ev):
+            hdl.stat("kernel_mf_joined", "kernel page actions recorded in a page case").incr()
+        else:
+            hdl.stat("kernel_mf_alone", "kernel page actions on pages with no case").incr()
+
     # -- memory --------------------------------------------------------------
     def _memory(self, hdl: Handle, ev: Ereport, *, uncorrected: bool) -> None:
         p = ev.payload
+        uncorrected = uncorrected or bool(p.get("error_uncorrected"))
+        if usable_physaddr(p) is None:
+            self._dimm_only(hdl, ev, uncorrected=uncorrected)
+            return
         target = self._topo.memory_target(hdl, p)
         if target is None:
             return
         page, dimm, pkey, dkey = target
-        uncorrected = uncorrected or bool(p.get("error_uncorrected"))
         if not uncorrected and not hdl.prop("pages_under_dimm") and join(hdl, dkey, ev):
             hdl.stat("under_faulty_dimm", "corrected errors on a DIMM already faulty").incr()
             return
@@ -223,6 +256,24 @@ class CpumemDiagnosis(Plugin):
             suspect = dimm_suspect(hdl, f"{MEM_FAULT}dimm_{kind}", dimm)
             diagnose(hdl, dkey, ev, dimm_engine, suspect, "dimm", log_event=LOG_EVENT)
             hdl.specific["dimm_pages"].pop(unum, None)
+
+    def _dimm_only(self, hdl: Handle, ev: Ereport, *, uncorrected: bool) -> None:
+        """A memory error with no usable address, placed on its DIMM by ``resource``:
+        the DIMM's engine counts it (no page engine, no page to retire)."""
+        target = self._topo.dimm_target(hdl, ev.payload)
+        if target is None:
+            return
+        dimm, dkey = target
+        hdl.stat("dimm_only", "memory ereports placed on a DIMM without an address").incr()
+        if join(hdl, dkey, ev):
+            if not uncorrected:
+                hdl.stat("under_faulty_dimm", "corrected errors on a DIMM already faulty").incr()
+            return
+        engine = f"serd.memory.generic-x86.dimm_ce@{dimm.asru.unum}"
+        if uncorrected or serd_record(hdl, engine, "dimm", ev):
+            kind = "ue" if uncorrected else "ce"
+            suspect = dimm_suspect(hdl, f"{MEM_FAULT}dimm_{kind}", dimm)
+            diagnose(hdl, dkey, ev, engine, suspect, "dimm", log_event=LOG_EVENT)
 
     @staticmethod
     def _pages(hdl: Handle, unum: str) -> list[int]:

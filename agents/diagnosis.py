@@ -30,7 +30,12 @@ DIMM is faulty; this module holds what they do the same way once they have:
 - suspects: a CPU fault's ASRU (a strand's topology ``cpu`` ASRU, or the
   core's or chip's own hc FMRI), FRU (the chip) and location; a memory
   ereport's DIMM and rank, from its ``resource`` member or else the platform's
-  address decode, and the page and DIMM suspects built from them.
+  address decode, and the page and DIMM suspects built from them;
+- memory targets: with a usable ``physaddr``, the page and its DIMM
+  (:meth:`Topology.memory_target`); without one, the DIMM its ``resource``
+  names, when it names a DIMM or one of its ranks
+  (:meth:`Topology.dimm_target`: errors located by channel and DIMM rather
+  than by address).  Neither: counted as ``mem_unresolved``.
 """
 
 from __future__ import annotations
@@ -172,6 +177,13 @@ class MemTarget(NamedTuple):
     dimm_key: str
 
 
+class DimmTarget(NamedTuple):
+    """Where a memory ereport without a usable address is diagnosed: its DIMM only."""
+
+    dimm: Dimm
+    dimm_key: str
+
+
 class CpuTarget(NamedTuple):
     """The CPU resource a CPU ereport is diagnosed on: its topology node (a strand,
     core or chip), hc path and resource key."""
@@ -184,6 +196,8 @@ class CpuTarget(NamedTuple):
 # The hc node names a CPU diagnosis may name, and the one that carries a cpuid.
 CPU_NODES: Final = frozenset({"strand", "core", "chip"})
 STRAND: Final = "strand"
+# The hc node name of a DIMM.
+DIMM: Final = "dimm"
 
 
 def page_suspect(hdl: Handle, cls: str, dimm: Dimm, page: int) -> Suspect:
@@ -331,19 +345,31 @@ class Topology:
     def memory_target(self, hdl: Handle, payload: Any) -> MemTarget | None:
         """The page and DIMM of a memory ereport; None (counted as ``mem_unresolved``)
         when it has no usable address or its DIMM cannot be told."""
-        physaddr = payload.get("physaddr")
+        physaddr = usable_physaddr(payload)
         dimm = None
-        if isinstance(physaddr, int) and not isinstance(physaddr, bool) and physaddr >= 0:
+        if physaddr is not None:
             dimm = self.dimm_of(hdl, payload.get("resource"), physaddr)
-        if not isinstance(physaddr, int) or dimm is None:
-            hdl.stat("mem_unresolved", "memory ereports with no usable address or DIMM").incr()
+        if physaddr is None or dimm is None:
+            _unresolved(hdl)
             return None
         page = page_of(physaddr)
         return MemTarget(page, dimm, page_key(page), dimm_key(dimm.asru.unum))
 
-    def dimm_of(self, hdl: Handle, resource: Any, physaddr: int) -> Dimm | None:
+    def dimm_target(self, hdl: Handle, payload: Any) -> DimmTarget | None:
+        """The DIMM of a memory ereport that has no usable address but names its DIMM
+        (or a rank of it) in ``resource``, as errors located by channel and DIMM
+        (the bank's own fields, EDAC) do; None (counted as ``mem_unresolved``)
+        when ``resource`` names no DIMM of this platform's kind."""
+        dimm = self.dimm_of(hdl, payload.get("resource"), None)
+        if dimm is None or not dimm.fmri.hc_list or dimm.fmri.hc_list[-1][0] != DIMM:
+            _unresolved(hdl)
+            return None
+        return DimmTarget(dimm, dimm_key(dimm.asru.unum))
+
+    def dimm_of(self, hdl: Handle, resource: Any, physaddr: int | None) -> Dimm | None:
         """The DIMM and rank of a memory ereport, from its ``resource`` member (an
-        hc FMRI of the rank) or else the platform's decode of ``physaddr``."""
+        hc FMRI of the rank or the DIMM) or else the platform's decode of
+        ``physaddr``, if any."""
         if isinstance(resource, list):
             resource = resource[0] if resource else None
         rank: HcFmri | None = None
@@ -358,7 +384,7 @@ class Topology:
                 fmri = None
             if isinstance(fmri, HcFmri):
                 rank = fmri
-        if rank is None:
+        if rank is None and physaddr is not None:
             rank = hdl.topo.decode_address(physaddr)
         if rank is None:
             return None
@@ -371,6 +397,18 @@ class Topology:
             return Dimm(node.fmri, asru, node.label, rank)
         dimm = hc_fmri(rank.authority, *pairs)
         return Dimm(dimm, MemFmri(unum=hc_path(pairs)), hdl.topo.label_of(dimm), rank)
+
+
+def usable_physaddr(payload: Any) -> int | None:
+    """The ereport's ``physaddr`` when it is a non-negative integer, else None."""
+    physaddr = payload.get("physaddr")
+    if isinstance(physaddr, int) and not isinstance(physaddr, bool) and physaddr >= 0:
+        return physaddr
+    return None
+
+
+def _unresolved(hdl: Handle) -> None:
+    hdl.stat("mem_unresolved", "memory ereports with no usable address or DIMM").incr()
 
 
 def _authority(hdl: Handle) -> Pairs:

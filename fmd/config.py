@@ -528,6 +528,126 @@ DAEMON_PROPERTIES: Final[tuple[PropSpec, ...]] = (
         "every ereport on its own.",
     ),
     PropSpec(
+        "xprt.dedup_window",
+        _P.TIME,
+        "30d",
+        "A machine-check record the kernel logged (one carrying its own TIME or TSC) that "
+        "arrives again within this time of the newest such record (through a second source, "
+        "an import run twice) is acknowledged as a duplicate and not stored again; the "
+        "duplicates are counted per transport in fmstat -t. 0 stores every copy.",
+    ),
+    PropSpec(
+        "xprt.tracefs",
+        _P.ENUM,
+        "auto",
+        "Read machine checks and RAS events (EDAC, memory failure, AER, ARM, firmware) from the "
+        "kernel's tracepoints, in a tracefs instance of fmd's own. on runs it, off never; auto "
+        "runs it when it is the best source of its "
+        "events on this host (linux platform, as root; see Where errors come from in the "
+        "README).",
+        ("auto", "on", "off"),
+    ),
+    PropSpec(
+        "xprt.tracefs.root",
+        _P.STRING,
+        "",
+        "The tracefs mount to use; empty tries /sys/kernel/tracing, then "
+        "/sys/kernel/debug/tracing.",
+    ),
+    PropSpec(
+        "xprt.tracefs.buffer_kb",
+        _P.UINT32,
+        "256",
+        "The ring buffer of fmd's tracefs instance, per CPU, in KiB.",
+    ),
+    PropSpec(
+        "xprt.kmsg",
+        _P.ENUM,
+        "auto",
+        "Read the kernel log (/dev/kmsg): machine-check blocks, the AMD decoder's lines, EDAC "
+        "lines, firmware (GHES) sections and thermal events. on runs it, off never; auto runs it "
+        "when it is the best source of its "
+        "events on this host (linux platform, as root; see Where errors come from in the "
+        "README).",
+        ("auto", "on", "off"),
+    ),
+    PropSpec(
+        "xprt.kmsg.path",
+        _P.STRING,
+        "/dev/kmsg",
+        "The kernel log device the kmsg source reads.",
+    ),
+    PropSpec(
+        "xprt.mcelog",
+        _P.ENUM,
+        "auto",
+        "Read the binary machine-check records of /dev/mcelog (kernels with "
+        "CONFIG_X86_MCELOG_LEGACY, and Xen dom0, where they carry the hypervisor's records). on "
+        "runs it, off never; auto runs it when it is the best source of its "
+        "events on this host (linux platform, as root; see Where errors come from in the "
+        "README).",
+        ("auto", "on", "off"),
+    ),
+    PropSpec(
+        "xprt.mcelog.path",
+        _P.STRING,
+        "/dev/mcelog",
+        "The device the mcelog source reads.",
+    ),
+    PropSpec(
+        "xprt.edac",
+        _P.ENUM,
+        "auto",
+        "Poll the EDAC memory controllers' per-DIMM error counters under topo.sysfs and turn "
+        "increases into memory ereports. on runs it, off never; auto runs it when it is the best "
+        "source of its "
+        "events on this host (linux platform, as root; see Where errors come from in the "
+        "README).",
+        ("auto", "on", "off"),
+    ),
+    PropSpec(
+        "xprt.edac.interval",
+        _P.TIME,
+        "10s",
+        "How often the EDAC counters are polled.",
+    ),
+    PropSpec(
+        "xprt.pstore",
+        _P.ENUM,
+        "auto",
+        "Read machine-check records from the previous boot's panic logs in pstore once, at start-"
+        "up and then now and then. on runs it, off never; auto runs it when it is the best source "
+        "of its "
+        "events on this host (linux platform, as root; see Where errors come from in the "
+        "README).",
+        ("auto", "on", "off"),
+    ),
+    PropSpec(
+        "xprt.pstore.dir",
+        _P.STRING,
+        "/sys/fs/pstore",
+        "Where pstore is mounted.",
+    ),
+    PropSpec(
+        "xprt.pstore.remove",
+        _P.BOOL,
+        "false",
+        "Delete a pstore file once its records are stored (pstore's backing store is small).",
+    ),
+    PropSpec(
+        "xprt.rasdaemon",
+        _P.STRING,
+        "",
+        "A rasdaemon database to follow (rows added to it are imported as they come, with their "
+        "original times); empty follows none. fminject --format rasdaemon imports one once.",
+    ),
+    PropSpec(
+        "xprt.bootid",
+        _P.STRING,
+        "/proc/sys/kernel/random/boot_id",
+        "Where the host sources read the boot id that their committed positions are kept against.",
+    ),
+    PropSpec(
         "log.level",
         _P.ENUM,
         "info",

@@ -48,7 +48,9 @@ from fmd.dictionary import DictionarySet, default_dict_dirs
 from fmd.dispatch import Dispatcher, ModuleGoneOp
 from fmd.errors import ConfigError, FmdError, ModuleError
 from fmd.eventq import EventItem, EventQueue
-from fmd.hw.topo import choose_platform
+from fmd.hw.dedup import MAX_ENTRIES as MAX_DEDUP_ENTRIES
+from fmd.hw.dedup import HardwareDedup
+from fmd.hw.topo import LinuxPlatform, choose_platform
 from fmd.module import ModuleRunner, ModuleState, Plugin, PluginSource, discover, load_file
 from fmd.paths import Paths, install_default_conf
 from fmd.protocol import ProtocolError, validate_pattern
@@ -61,7 +63,9 @@ from fmd.store.health import StoreHealth
 from fmd.timerq import TimerQueue
 from fmd.xprt import Ingest
 from fmd.xprts.file import FileTransport
+from fmd.xprts.host import build_sources
 from fmd.xprts.socket import SocketTransport
+from fmd.xprts.source import Source
 
 log = structlog.get_logger("fmd.daemon")
 
@@ -132,12 +136,14 @@ class Daemon:
         self._cases: dict[str, ModuleRunner] = {}
         self._cases_lock = threading.Lock()
         self._modules_lock = threading.Lock()
-        self._transports: list[SocketTransport | FileTransport] = []
+        self._transports: list[SocketTransport | FileTransport | Source] = []
         self._pidlock = PidLock(paths.pid_file)
         self.started_ns = time.time_ns()
         self.replayed = 0
         self.adm: AdmServer | None = None
         self.ingest: Ingest | None = None
+        # Host source -> why it runs or not (fmd.xprts.plan), for fmadm config.
+        self.source_choice: dict[str, str] = {}
         # Things the operator must hear about at start-up although fmd could
         # start (a salvaged database, ...): ``fmd`` prints each as a warning.
         self.warnings: list[str] = []
@@ -493,15 +499,27 @@ class Daemon:
             platform=self.platform,
             health=self.health,
             coalesce=p.get_int("xprt.coalesce"),
+            dedup=self._hardware_dedup(),
+            # xprt.dedup_window=0 stores every copy and every form of an error.
+            pair_memory=p.get_time_ns("xprt.dedup_window") > 0,
         )
         self.ingest = ingest
         with self.store.reader() as conn:
             offsets = queries.load_offsets(conn)
+            positions = queries.load_positions(conn)
         for f in [x.strip() for x in p.get_str("xprt.file").split(",") if x.strip()]:
             path = Path(f) if os.path.isabs(f) else self.paths.root / f
             t = FileTransport(ingest, path, offsets.get(f"file:{path}"))
             t.start()
             self._transports.append(t)
+        # The host's own error sources: auto picks them on the linux platform as root.
+        auto_ok = isinstance(self.platform, LinuxPlatform) and os.geteuid() == 0
+        host = build_sources(ingest, p, positions, auto_ok=auto_ok)
+        self.source_choice = host.choice
+        for src in host.sources:
+            src.start()
+            self._transports.append(src)
+        log.info("host_sources", started=[s.name for s in host.sources], choice=host.choice)
         if p.get_bool("xprt.socket"):
             s = SocketTransport(
                 ingest,
@@ -511,6 +529,17 @@ class Daemon:
             )
             s.start()
             self._transports.append(s)
+
+    def _hardware_dedup(self) -> HardwareDedup | None:
+        """The duplicate filter of kernel-logged records, primed with the newest stored."""
+        window = self.props.get_time_ns("xprt.dedup_window")
+        if window <= 0:
+            return None
+        dedup = HardwareDedup(window)
+        with self.store.reader() as conn:
+            n = dedup.preload(queries.recent_enas(conn, MAX_DEDUP_ENTRIES))
+        log.debug("dedup_preloaded", events=n)
+        return dedup
 
     # -- cases across modules -----------------------------------------------
     def _register_case(self, uuid: str, runner: ModuleRunner | None) -> None:

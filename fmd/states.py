@@ -74,3 +74,12 @@ FAULT_DEGRADED: Final = 0x8
 FAULT_REPAIRED: Final = 0x10
 FAULT_REPLACED: Final = 0x20
 FAULT_ACQUITTED: Final = 0x40
+
+
+# -- responses ----------------------------------------------------------------------
+
+RESPONSE_KERNEL: Final = "kernel"
+"""The ``action`` of a response saying that the kernel, not fmd, takes the
+resource out of service (it retired the page, or fmd left the page to it):
+``fmadm faulty`` shows it without ``-v``, since the status line alone would not
+say who acted."""

@@ -7,7 +7,12 @@ events are durably committed (or definitely failed), which is when a
 transport may acknowledge them.  :class:`Ingest` also owns what transports
 must agree on: per-transport counters, rate-limited logging of rejected input,
 the ENA generator, raw machine-check records (decoded by
-:mod:`fmd.hw.telemetry` against the platform), and the simulated-clock control event
+:mod:`fmd.hw.telemetry` against the platform), copies of one hardware event
+(:mod:`fmd.hw.dedup`: the same record twice) and forms of one memory error
+(:mod:`fmd.hw.memdedup`: its machine check, EDAC and firmware reports), both
+answered as :class:`DuplicateEvent` and never stored, the DIMM of EDAC and
+firmware memory reports whose source knew no platform
+(:func:`fmd.hw.events.dimm_of_payload`), and the simulated-clock control event
 ``resource.fm.fmd.clock.addhrtime`` (member ``delta``, nanoseconds), which is
 ordered with the events around it by going through the writer as well.  A
 delta of -1 (fminject's ``endhrtime``) runs to the "end of time": the daemon
@@ -31,6 +36,15 @@ import structlog
 from fmd.clock import Clock, SimulatedClock
 from fmd.coalesce import Coalescer, Window
 from fmd.errors import EventRejected, StoreRefused
+from fmd.hw.dedup import HardwareDedup, identity_ena, is_identity_ena, record_identity
+from fmd.hw.events import dimm_of_payload
+from fmd.hw.memdedup import (
+    FIRMWARE_RECORD_CLASSES,
+    MEMORY_CLASSES,
+    MemoryPairing,
+    firmware_memory_class,
+    report_of,
+)
 from fmd.hw.telemetry import mca_ereport
 from fmd.hw.topo import Platform
 from fmd.log import Once, RateLimiter
@@ -56,6 +70,20 @@ STATE_REFUSING = "refuse"
 _REFUSED = "store refused"
 
 Done = Callable[[BaseException | None], None]
+# A read position committed with a batch: (transport name, identity, offset,
+# JSON document or None); see fmd.xprts.source.Position.
+Offset = tuple[str, str, int, str | None]
+
+
+class DuplicateEvent(EventRejected):
+    """A copy of a hardware event already stored (fmd.hw.dedup), or another report
+    form of a memory error already stored (fmd.hw.memdedup): answered as stored."""
+
+    code = "EFMD_DUPLICATE"
+
+    def __init__(self, ena: int) -> None:
+        super().__init__(f"a copy of event {ena:#x}, already stored")
+        self.ena = ena
 
 
 @dataclass
@@ -70,7 +98,10 @@ class XprtStats:
     failed: int = 0
     bytes: int = 0
     clients: int = 0
+    duplicates: int = 0
     state: str = STATE_RUN
+    # Why the transport is not running (host sources: "no tracefs mounted", ...).
+    reason: str = ""
     reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,6 +115,8 @@ class XprtStats:
             "failed": self.failed,
             "bytes": self.bytes,
             "clients": self.clients,
+            "duplicates": self.duplicates,
+            "reason": self.reason,
             "reasons": dict(self.reasons),
         }
 
@@ -99,7 +132,7 @@ class IngestOp:
         events: list[Ereport],
         rows: list[list[Any]],
         on_done: Done,
-        offset: tuple[str, str, int] | None = None,
+        offset: Offset | None = None,
     ) -> None:
         self.events = events
         self.rows = rows
@@ -179,8 +212,14 @@ class Ingest:
         platform: Platform | None = None,
         health: StoreHealth | None = None,
         coalesce: int = 0,
+        dedup: HardwareDedup | None = None,
+        pair_memory: bool = True,
     ) -> None:
         self._submit = submit
+        # None: every record is stored as it comes (xprt.dedup_window=0).
+        self.dedup = dedup
+        # The report forms of one memory error, paired (fmd.hw.memdedup); None: off.
+        self.pairing: MemoryPairing | None = MemoryPairing() if pair_memory else None
         self.health = health if health is not None else StoreHealth(None, 0)
         self.coalescer = Coalescer(coalesce)
         self.platform = platform
@@ -226,14 +265,28 @@ class Ingest:
                 if self.platform is None:
                     raise EventRejected("raw MCA records need a platform (topology)")
                 ev = mca_ereport(obj, self.platform, now_ns=now, ena_gen=self.ena)
+                if self.dedup is not None and obj.get("ena") is None:
+                    self._identify(ev, obj["mca"], stats)
+                if ev.cls in FIRMWARE_RECORD_CLASSES:
+                    ev.cls = firmware_memory_class(ev) or ev.cls
+                memory = ev.cls in MEMORY_CLASSES
+                own_time = memory and obj["mca"].get("time") is not None
             else:
+                memory = cls.__class__ is str and cls in MEMORY_CLASSES
+                own_time = memory and obj.get("time") is not None
                 ev = ereport_from_decoded(obj, now, self.ena)
+                if memory and "resource" not in ev.payload and self.platform is not None:
+                    self._attribute(ev)
             # Encoded here, per line, so that a payload the store cannot take
             # fails this line alone and not the batch it would have joined.
             if ev.payload_text is None:
                 ev.payload_text = orjson.dumps(ev.payload).decode()
             ev.size = len(line) + ROW_OVERHEAD
+            if memory and self.pairing is not None:
+                self._pair(ev, own_time, now, stats)
             return ev
+        except DuplicateEvent:
+            raise
         except EventRejected as exc:
             self.rejected(stats, exc)
             raise
@@ -252,6 +305,40 @@ class Ingest:
             self.rejected(stats, wrapped)
             raise wrapped from None
 
+    def _identify(self, ev: Ereport, raw: Any, stats: XprtStats) -> None:
+        """Give a kernel-logged record its identity ENA; raise DuplicateEvent for a copy."""
+        assert self.dedup is not None
+        identity = record_identity(raw)
+        if identity is None:
+            return
+        ev.ena = identity_ena(identity)
+        if not self.dedup.claim(ev.ena, ev.time_ns):
+            stats.duplicates += 1
+            raise DuplicateEvent(ev.ena)
+
+    def _attribute(self, ev: Ereport) -> None:
+        """Name the DIMM of an EDAC or firmware memory report that came without one
+        (its source knew no platform: ``fminject --format kernel``)."""
+        dimm = dimm_of_payload(self.platform, ev.payload)
+        if dimm is None:
+            return
+        text = dimm.to_string()
+        ev.payload["resource"] = text
+        if ev.detector is None:
+            ev.detector, ev.detector_str = dimm, text
+
+    def _pair(self, ev: Ereport, own_time: bool, now: int, stats: XprtStats) -> None:
+        """Raise DuplicateEvent when ``ev`` is another form of a memory error
+        already kept (fmd.hw.memdedup)."""
+        assert self.pairing is not None
+        report = report_of(ev, own_time=own_time, recv_ns=now)
+        if report is None:
+            return
+        kept = self.pairing.pair(report)
+        if kept is not None:
+            stats.duplicates += 1
+            raise DuplicateEvent(kept)
+
     def _check_control(self, obj: dict[str, Any]) -> dict[str, Any]:
         if obj["class"] != CLOCK_CLASS:
             raise EventRejected(f"unknown control class {obj['class']!r}")
@@ -269,6 +356,11 @@ class Ingest:
                 "2262-04-11, the last time fmd can store"
             )
         return obj
+
+    def allow_log(self, key: str) -> bool:
+        """True when a message about ``key`` may be logged now (rate-limited per key)."""
+        ok, _ = self._limiter.allow(key)
+        return ok
 
     def rejected(self, stats: XprtStats, exc: BaseException, where: str = "") -> None:
         stats.rejected += 1
@@ -290,7 +382,7 @@ class Ingest:
         events: list[Ereport],
         stats: XprtStats,
         on_done: Done,
-        offset: tuple[str, str, int] | None = None,
+        offset: Offset | None = None,
     ) -> None:
         """Store ``events``; ``on_done(error)`` runs after the commit.
 
@@ -301,6 +393,7 @@ class Ingest:
         refusal = self.health.refusal()
         self._show_refusal(stats, refusal)
         if refusal is not None and events:
+            self._forget(events)
             n = sum(ev.count for ev in events)
             stats.failed += n
             stats.reasons[_REFUSED] = stats.reasons.get(_REFUSED, 0) + n
@@ -318,9 +411,37 @@ class Ingest:
                 stats.accepted += n
             else:
                 stats.failed += n
+                self._forget(events)
             on_done(error)
 
         self._submit(IngestOp(events, rows, finished, offset))
+
+    def submit_and_wait(
+        self, events: list[Ereport], stats: XprtStats, offset: Offset | None
+    ) -> BaseException | None:
+        """Store ``events`` (with ``offset``) and wait for the commit; its error or None.
+
+        For transports that must not read on before their position is committed
+        (followed files, host sources).
+        """
+        done = threading.Event()
+        result: list[BaseException | None] = []
+
+        def finished(error: BaseException | None) -> None:
+            result.append(error)
+            done.set()
+
+        self.submit(events, stats, finished, offset=offset)
+        done.wait()
+        return result[0]
+
+    def _forget(self, events: list[Ereport]) -> None:
+        """Records that were not stored may come again: they are not duplicates then
+        (nor is another form of a memory error whose kept report was not stored)."""
+        if self.dedup is not None:
+            self.dedup.forget(ev.ena for ev in events if is_identity_ena(ev.ena))
+        if self.pairing is not None:
+            self.pairing.forget(ev.ena for ev in events if ev.cls in MEMORY_CLASSES)
 
     @staticmethod
     def _show_refusal(stats: XprtStats, refusal: str | None) -> None:

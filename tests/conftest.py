@@ -6,8 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.fmdproc import FmdProcess
+
+# Property tests check behaviour, not speed: on a loaded two-core CI machine one
+# example may take longer than hypothesis's 200 ms default, which is no failure.
+settings.register_profile("fmd", deadline=None)
+settings.load_profile("fmd")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,23 @@ from fmd.paths import Paths
 
 PLUGINS = Path(__file__).parent / "plugins"
 
+# A test daemon never reads the test machine's own kernel sources (its kernel
+# log, tracefs, /dev/mcelog, EDAC counters, pstore): a test that wants one
+# turns it on and points it at a fake tree.
+HOST_SOURCES_OFF: dict[str, str] = {
+    f"xprt.{name}": "off" for name in ("tracefs", "kmsg", "mcelog", "edac", "pstore")
+}
+
 
 def cli(
     prog: str, *args: str, root: Path, input: bytes | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run one of the commands (fmd, fmadm, fmdump, fmstat, fminject) in-tree."""
-    cmd = [sys.executable, "-m", f"fmd.cli.{prog}", "-R", str(root), *args]
+    cmd = [sys.executable, "-m", f"fmd.cli.{prog}", "-R", str(root)]
+    if prog == "fmd":
+        for k, v in HOST_SOURCES_OFF.items():
+            cmd += ["-o", f"{k}={v}"]
+    cmd += args
     return subprocess.run(
         cmd,
         input=input.decode() if input is not None else None,
@@ -79,7 +90,7 @@ class FmdProcess:
             "-o",
             "log.format=json",
         ]
-        for k, v in {**self.props, **extra}.items():
+        for k, v in {**HOST_SOURCES_OFF, **self.props, **extra}.items():
             args += ["-o", f"{k}={v}"]
         err = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(args, stdout=err, stderr=err, env=_env())
@@ -162,6 +173,14 @@ class FmdProcess:
         self, prog: str, *args: str, input: bytes | None = None
     ) -> subprocess.CompletedProcess[str]:
         return cli(prog, *args, root=self.root, input=input)
+
+    def wait_for(self, done: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Poll ``done()`` until it holds (a host source reads on its own schedule)."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not done within {timeout} s: {self.stderr()[-2000:]}")
+            time.sleep(0.1)
 
     def errlog_json(self, *args: str) -> list[dict[str, Any]]:
         out = self.cli("fmdump", "-e", "--json", *args)

@@ -375,3 +375,40 @@ def test_engine_agrees_with_serd_model(gaps: list[int]) -> None:
         env.feed(env.cpu("l2cache", t))
     expected = any(times[i + 3] - times[i] <= 72 * HOUR for i in range(len(times) - 3))
     assert len(env.suspects()) == (1 if expected else 0)
+
+
+# -- the kernel's own page actions ---------------------------------------------------
+
+
+def _memory_failure(env: Env, physaddr: int, t_ns: int) -> Ereport:
+    payload = {"pfn": physaddr >> 12, "physaddr": physaddr, "page_type": "free buddy page",
+               "action_result": "Recovered", "source": "tracefs"}  # fmt: skip
+    return env.ereport("ereport.os.linux.memory_failure", t_ns, CpuFmri(cpuid=0), payload)
+
+
+def test_kernel_page_action_joins_the_page_case() -> None:
+    """A memory_failure report for a diagnosed page is recorded in that page's case
+    and starts no diagnosis of its own."""
+    env = make_env()
+    for i in range(3):
+        env.feed(env.mem(DIMM1_ADDR + 8 * i, T0 + i * HOUR))
+    (uuid,) = env.hdl.specific["cases"].values()
+    case = env.hdl.case_get(uuid)
+    assert case is not None
+    before = case.ereports
+    kernel = _memory_failure(env, DIMM1_ADDR + 0x10, T0 + 4 * HOUR)
+    env.feed(kernel)
+    assert (case.ereports, case.contains_event(kernel.id or 0)) == (before + 1, True)
+    assert len(env.suspects()) == 1
+    assert env.stat("kernel_mf_joined") == 1
+
+
+def test_kernel_page_action_without_a_case_is_only_counted() -> None:
+    """A memory_failure report on a page fmd has no case for opens nothing."""
+    env = make_env()
+    env.feed(_memory_failure(env, 0x7000, T0))
+    assert (env.suspects(), env.hdl.specific.get("cases", {}), env.stat("kernel_mf_alone")) == (
+        [],
+        {},
+        1,
+    )

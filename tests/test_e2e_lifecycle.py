@@ -72,7 +72,8 @@ def sim_backend(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def linux_backend(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
     sysfs = make_fake_sysfs(tmp_path / "sys", cpus=16)
     return (
-        ["setprop backend linux", f"setprop sysfs_root {sysfs}"],
+        # cec inactive: the test machine's own kernel collector must not change the outcome.
+        ["setprop backend linux", f"setprop sysfs_root {sysfs}", "setprop cec inactive"],
         lambda: "online" if read_cpu_online(sysfs, CPU) == "1" else "offline",
     )
 

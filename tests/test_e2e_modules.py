@@ -93,7 +93,7 @@ def config_rows(fmd: FmdProcess) -> list[str]:
 
 def test_config_lists_active_modules(root: Path, fmd_factory: list[FmdProcess]) -> None:
     """fmadm config shows the built-in modules and the plug-ins as active, in the illumos
-    layout."""
+    layout, then the transports and host sources with why each runs or not."""
     fmd = start(root, fmd_factory, ["counter", "serdtest"])
     assert config_rows(fmd) == [
         LAYOUT % ("MODULE", "VERSION", "STATUS", "DESCRIPTION"),
@@ -116,6 +116,14 @@ def test_config_lists_active_modules(root: Path, fmd_factory: list[FmdProcess]) 
         LAYOUT % ("fmd-self-diagnosis", "1.0", "active", "Fault Manager Self-Diagnosis"),
         LAYOUT % ("serd-test", "1.0", "active", "SERD test module"),
         LAYOUT % ("syslog-msgs", "1.0", "active", "Syslog Messaging Agent"),
+        "",
+        "TRANSPORT                        STATE    DETAIL",
+        "socket                           run      ",
+        "tracefs                          off      xprt.tracefs is off",
+        "mcelog                           off      xprt.mcelog is off",
+        "kmsg                             off      xprt.kmsg is off",
+        "edac                             off      xprt.edac is off",
+        "pstore                           off      xprt.pstore is off",
     ]
 
 

@@ -85,8 +85,12 @@ STATS: dict[str, Any] = {
         module("syslog-msgs", ev_recv=4, ev_acpt=0, busy_ns=SEC // 50, bufsz=5000),
     ],
     "transports": [
-        {**PREV["transports"][0], "received": 130, "accepted": 127, "rejected": 3},
+        {**PREV["transports"][0], "received": 130, "accepted": 127, "rejected": 3,
+         "duplicates": 4},
         PREV["transports"][1],
+        {"name": "mcelog", "kind": "mcelog", "state": "unavail", "received": 0,
+         "accepted": 0, "rejected": 0, "failed": 0,
+         "reason": "kernel has no /dev/mcelog (CONFIG_X86_MCELOG_LEGACY is off)"},
     ],
 }  # fmt: skip
 OWN_STATS = [
@@ -195,7 +199,8 @@ def test_serd_view() -> None:
 
 
 def test_transport_view_deltas() -> None:
-    """-t prints each transport's counters, as deltas after the first report."""
+    """-t prints each transport's counters (duplicates of stored hardware events
+    included), as deltas after the first report, then why a source is not running."""
     text = render_transports(transport_rows(STATS, PREV))
     assert text == golden("transports.txt", text)
 

@@ -522,3 +522,124 @@ def test_amd_smca_address_needs_poison_or_physaddrv() -> None:
     poisoned = rec(UC | ADDRV | (1 << 43) | 0x0135, addr=addr, vendor=AMD, family=0x19, bank=0)
     assert usable_physaddr(plain) is None
     assert usable_physaddr(poisoned) == 0x12345640
+
+
+# --- MCG_CAP unknown (the kernel log never prints it) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "mcg_status", "expected"),
+    [
+        (UC | EN | S | AR | 0x0134, RIPV | EIPV | MCIP, Severity.SRAR),
+        (UC | EN | S | 0x017A, RIPV | MCIP, Severity.SRAO),
+        (UC | EN | S | 0x017A, 0, Severity.SRAO),  # polled
+        (UC | EN | 0x00C0, 0, Severity.UCNA),
+        (OVER | UC | EN | S | AR | 0x0134, RIPV | MCIP, Severity.FATAL),
+        (UC | EN | AR | 0x0134, RIPV | MCIP, Severity.FATAL),  # AR without S
+        (UC | EN | S | 0x017A, MCIP, Severity.FATAL),  # #MC with RIPV clear
+        (EN | 0x0135, 0, Severity.CE),
+    ],
+)
+def test_unknown_mcg_cap_grades_as_if_ser_p(
+    status: int, mcg_status: int, expected: Severity
+) -> None:
+    """With MCG_CAP not reported (None), S/AR are read as on a SER_P CPU: SRAO/SRAR,
+    UCNA for a UC with neither, not plain UC; the payload says SER was assumed."""
+    record = rec(status, mcg_status=mcg_status, vendor=INTEL)
+    assert record.mcg_cap is None
+    decoded = decode(record)
+    assert decoded.severity == expected
+    assert decoded.payload.get("ser_assumed", False) == bool(status & UC)
+
+
+def test_reported_mcg_cap_without_ser_p_stays_uc() -> None:
+    """MCG_CAP reported with SER_P clear (zero included) differs from unknown: UC stays UC."""
+    status = UC | EN | S | AR | 0x0134
+    assert severity(rec(status, mcg_status=RIPV | MCIP, mcg_cap=0)) == Severity.UC
+    assert severity(rec(status, mcg_status=RIPV | MCIP, mcg_cap=0x1C09)) == Severity.UC
+    assert severity(rec(status, mcg_status=RIPV | MCIP)) == Severity.SRAR
+    assert "ser_assumed" not in decode(rec(status, mcg_status=RIPV | MCIP, mcg_cap=0)).payload
+
+
+def test_unknown_mcg_cap_on_amd_is_still_uc() -> None:
+    """AMD has no S/AR bits (bit 56 is ErrCoreIdVal): an unknown MCG_CAP changes nothing."""
+    decoded = decode(rec(UC | EN | S | 0x0135, vendor=AMD, family=0x10))
+    assert decoded.severity == Severity.UC
+    assert "ser_assumed" not in decoded.payload
+
+
+@pytest.mark.parametrize(
+    ("status", "vendor", "expected"),
+    [
+        ((2 << 53) | EN | 0x0105, INTEL, "Yellow - above threshold"),
+        ((1 << 53) | EN | 0x0105, None, "Green - below threshold"),
+        (EN | 0x0105, INTEL, None),  # nothing tracked: no member
+        ((2 << 53) | UC | EN | 0x0105, INTEL, None),  # undefined when UC
+        ((2 << 53) | EN | 0x0105, AMD, None),  # bits 54:53 are PhysAddrV/SyndV on AMD
+    ],
+)
+def test_unknown_mcg_cap_reports_a_threshold_status(
+    status: int, vendor: str | None, expected: str | None
+) -> None:
+    """With MCG_CAP unknown, a corrected Intel error's non-zero threshold status is shown."""
+    decoded = decode(rec(status, vendor=vendor))
+    assert decoded.payload.get("threshold_based_error_status") == expected
+
+
+def test_mcg_cap_absent_and_zero_are_kept_apart_on_the_wire() -> None:
+    """A record without mcgcap decodes to None, "0x0" to 0, and each writes back as read."""
+    from fmd.hw.telemetry import record_from_json, record_to_json
+
+    absent = record_from_json({"bank": 1, "status": "0x9000000000000135"})
+    zero = record_from_json({"bank": 1, "status": "0x9000000000000135", "mcgcap": "0x0"})
+    assert (absent.mcg_cap, zero.mcg_cap) == (None, 0)
+    assert "mcgcap" not in record_to_json(absent)
+    assert record_to_json(zero)["mcgcap"] == "0x0"
+
+
+# --- where a memory error lies (channel and DIMM from the bank) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "misc", "model", "channel", "dimm"),
+    [
+        (EN | 0x0092, None, 0x55, 2, None),  # CCCC = 2
+        (EN | 0x009F, None, 0x55, None, None),  # CCCC = 0xF: unspecified
+        (EN | 0x00C1, None, 0x55, 1, None),  # scrub, channel 1
+        (EN | 0x10C1, None, 0x55, 1, None),  # filtered: still memory
+        (EN | MISCV | 0x00B1, 0x00040000, 0x1A, 1, 0),  # Nehalem MISC[19:18]/[17:16]
+        (EN | MISCV | 0x00B2, 0x00090000, 0x2C, 2, 1),  # Westmere-EP
+        (EN | 0x00B2, 0x00090000, 0x1A, 2, None),  # MISC not valid: CCCC only
+        (EN | MISCV | 0x00B2, 0x00090000, 0x55, 2, None),  # not a MISC-DIMM model
+        (EN | 0x0135, None, 0x55, None, None),  # a cache error has no channel
+    ],
+)
+def test_intel_memory_location(
+    status: int, misc: int | None, model: int, channel: int | None, dimm: int | None
+) -> None:
+    """The channel comes from MCACOD bits 3:0, and on Nehalem/Westmere (with MISCV) channel
+    and DIMM from MISC bits 19:18 and 17:16, as mcelog's per-DIMM accounting reads them."""
+    decoded = decode(rec(status, misc=misc, vendor=INTEL, family=6, model=model))
+    assert (decoded.memory_channel, decoded.memory_dimm) == (channel, dimm)
+    assert decoded.payload.get("memory_channel") == channel
+    assert decoded.payload.get("memory_dimm") == dimm
+    assert decoded.memory_only is False
+
+
+def test_amd_memory_errors_are_memory_only() -> None:
+    """The legacy northbridge's DRAM ECC and SMCA UMC errors are memory errors whatever
+    their address; an Intel memory-controller code is memory but not memory-only."""
+    nb = decode(rec(EN | (0x8 << 16) | 0x0813, bank=4, vendor=AMD, family=0x15))
+    umc = decode(rec(EN | 0x011B, bank=17, vendor=AMD, family=0x19, ipid=0x9600050F00))
+    intel = decode(rec(EN | 0x0090, bank=8, vendor=INTEL))
+    assert (nb.is_memory, nb.memory_only, nb.physaddr) == (True, True, None)
+    # gcpu would read 0x011B as a generic cache error: the UMC identity overrides it.
+    assert (umc.is_memory, umc.memory_only, umc.leaf) == (True, True, "cache")
+    assert (intel.is_memory, intel.memory_only) == (True, False)
+
+
+def test_smca_memory_controller_code_is_not_memory_without_a_umc() -> None:
+    """On SMCA the architectural code says little: an MC code in an LS bank is not memory."""
+    decoded = decode(rec(EN | 0x0090, bank=0, vendor=AMD, family=0x19, ipid=0xB000000000))
+    assert decoded.is_memory is False
+    assert decoded.payload["smca_bank_type"] == "LS"

@@ -337,3 +337,140 @@ def test_mutated_valid_text_never_raises(base: str, edits: list[tuple[int, int, 
         else:
             text = text[:at] + char + text[at + 1 :]
     check_items(text, parse_mce_text(text))
+
+
+# --- the mce-inject language -----------------------------------------------------------------
+
+_VAL, _OVER, _UC, _EN = 1 << 63, 1 << 62, 1 << 61, 1 << 60
+_MISCV, _ADDRV, _PCC, _S, _AR = 1 << 59, 1 << 58, 1 << 57, 1 << 56, 1 << 55
+_STATUS_BITS = {
+    "CORRECTED": _VAL | _EN,
+    "UNCORRECTED": _VAL | _UC | _EN,
+    "FATAL": _VAL | _UC | _EN | _PCC,
+    "VAL": _VAL,
+    "OVER": _OVER,
+    "UC": _UC,
+    "EN": _EN,
+    "MISCV": _MISCV,
+    "ADDRV": _ADDRV,
+    "PCC": _PCC,
+    "S": _S,
+    "AR": _AR,
+    "TES_YELLOW": 1 << 54,
+    "UCNA": 0,
+    "SRAO": _S,
+    "SRAR": _S | _AR,
+}
+
+
+def test_symbolic_status_and_mcgstatus() -> None:
+    """STATUS and MCGSTATUS words are OR-ed with the numbers beside them (C literals)."""
+    text = "CPU 0 BANK 2\nSTATUS UNCORRECTED SRAR 0x134\nMCGSTATUS RIPV MCIP EIPV\n"
+    [record] = only_records(parse_mce_text(text))
+    assert record.status == _VAL | _UC | _EN | _S | _AR | 0x134
+    assert record.mcg_status == 0b111
+
+
+def test_mce_inject_addr_and_misc_set_their_valid_bits() -> None:
+    """In a record whose STATUS is symbolic, ADDR and MISC set ADDRV and MISCV."""
+    text = "CPU 0 BANK 2\nSTATUS UNCORRECTED SRAO 0x17a\nADDR 0x1234\nMISC 0x8c\n"
+    [record] = only_records(parse_mce_text(text))
+    assert record.status == _VAL | _UC | _EN | _S | _ADDRV | _MISCV | 0x17A
+    # ...but a numeric (mcelog) STATUS is taken exactly as given.
+    [raw] = only_records(parse_mce_text("CPU 0 BANK 2\nSTATUS 0x9000000000000135\nADDR 1\n"))
+    assert raw.status == 0x9000000000000135
+
+
+def test_mce_inject_commands_and_rip() -> None:
+    """HOLD, POLL, EXCP, NOBROADCAST ... change no register; RIP takes 0x-prefixed cs:ip."""
+    text = (
+        "CPU 3 BANK 1\nSTATUS CORRECTED\nRIP 0x73:0x1eadbabe\n"
+        "HOLD POLL EXCP NOBROADCAST IRQBROADCAST NMIBROADCAST IN_IRQ IN_PROC\n"
+    )
+    [record] = only_records(parse_mce_text(text))
+    assert (record.cpu, record.bank, record.status) == (3, 1, _VAL | _EN)
+    assert (record.cs, record.ip) == (0x73, 0x1EADBABE)
+
+
+def test_mce_inject_held_empty_records_yield_nothing() -> None:
+    """mce-test's held companion records (a bare 'CPU n BANK b' after HOLD) are empty
+    injections: they yield no record and no failure."""
+    text = "CPU 0 BANK 1\nSTATUS CORRECTED\nHOLD\nCPU 1 BANK 0\n#\nCPU 1 BANK 2\nSTATUS CORRECTED\n"
+    records = only_records(parse_mce_text(text))
+    assert [(r.cpu, r.bank) for r in records] == [(0, 1), (1, 2)]
+    # Outside the mce-inject language a bare header is still a failure.
+    assert parse_mce_text("CPU 1 BANK 0\n") == [ParseFailure(1, "record has no STATUS")]
+
+
+def test_mce_and_cpu_alone_start_records() -> None:
+    """mce-inject's 'MCE' and 'CPU n' lines start records; BANK follows on its own."""
+    text = "MCE\nBANK 4\nSTATUS FATAL\nCPU 2\nBANK 1\nSTATUS corrected\n"
+    first, second = only_records(parse_mce_text(text))
+    assert (first.cpu, first.bank, first.status) == (None, 4, _VAL | _UC | _EN | _PCC)
+    assert (second.cpu, second.bank, second.status) == (2, 1, _VAL | _EN)
+
+
+def test_bad_number_in_a_symbolic_status_is_a_failure() -> None:
+    """A number in a symbolic list that is not a C literal (bare hex) is an error."""
+    [item] = parse_mce_text("CPU 0 BANK 1\nSTATUS UNCORRECTED 17a\n")
+    assert isinstance(item, ParseFailure)
+    assert item.line == 2
+    assert "17a" in item.reason
+
+
+@given(
+    words=st.lists(st.sampled_from(sorted(_STATUS_BITS)), min_size=1, max_size=6),
+    number=st.none() | st.integers(0, 0xFFFF),
+    lower=st.booleans(),
+)
+def test_symbolic_status_is_the_or_of_its_words(
+    words: list[str], number: int | None, lower: bool
+) -> None:
+    """Any list of STATUS words (any case) and one number gives the OR of their bits."""
+    items = [w.lower() if lower else w for w in words]
+    if number is not None:
+        items.append(hex(number))
+    text = f"CPU 0 BANK 1\nSTATUS {' '.join(items)}\n"
+    expected = 0
+    for word in words:
+        expected |= _STATUS_BITS[word]
+    expected |= number or 0
+    parsed = parse_mce_text(text)
+    if expected & _VAL:
+        [record] = only_records(parsed)
+        assert record.status == expected
+    else:
+        assert [type(i) for i in parsed] == [ParseFailure]
+
+
+# --- prose is not a record -------------------------------------------------------------------
+
+
+def test_prose_with_a_register_word_is_ignored() -> None:
+    """Boot lines that merely contain a register word neither open nor fail records."""
+    text = (
+        "(XEN) checking TSC synchronization across 2 CPUs: passed.\n"
+        "[    0.000000] TSC deadline timer available\n"
+        "tsc: Marking TSC unstable due to clocksource watchdog\n"
+        "(XEN) CPU 0 BANK 1\n"
+        "(XEN) STATUS 9000000000000135\n"
+        "kernel: TSC deadline timer enabled\n"
+    )
+    [record] = only_records(parse_mce_text(text))
+    assert (record.cpu, record.bank, record.status) == (0, 1, 0x9000000000000135)
+    assert parse_mce_text("(XEN) checking TSC synchronization across 2 CPUs: passed.\n") == []
+
+
+def test_malformed_values_on_record_lines_are_still_errors() -> None:
+    """A bad value followed by nothing or by another keyword is a record line's error."""
+    for line in ("STATUS 90000g0000000135", "STATUS zz MISC 0", "mcelog: ADDR nothex"):
+        [item] = parse_mce_text(f"CPU 0 BANK 1\n{line}\n")
+        assert isinstance(item, ParseFailure), line
+        assert item.line == 2
+
+
+def test_too_wide_numbers_are_errors_even_in_prose() -> None:
+    """A number too wide for its register is an error wherever it stands."""
+    [item] = parse_mce_text("CPU 0 BANK 1\nsaw TSC 1ffffffffffffffff cycles\n")
+    assert isinstance(item, ParseFailure)
+    assert "64 bits" in item.reason

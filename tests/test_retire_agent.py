@@ -120,7 +120,9 @@ class Agent:
 def agent(tmp_path: Path) -> Agent:
     sysfs = make_fake_sysfs(tmp_path / "sys")
     plugin = CpumemRetire()
-    hdl, _writer = make_handle(plugin, "GMCA", [("backend", "linux"), ("sysfs_root", str(sysfs))])
+    hdl, _writer = make_handle(
+        plugin, "GMCA", [("backend", "linux"), ("sysfs_root", str(sysfs)), ("cec", "inactive")]
+    )
     backend = ScriptedBackend()
     plugin.backend = backend
     a = Agent(hdl, plugin, backend)
@@ -482,7 +484,9 @@ def test_any_backend_behaviour_ends_in_close_exactly_when_all_succeeded(
     as retired, as in the reference)."""
     plugin = CpumemRetire()
     hdl, _ = make_handle(
-        plugin, "GMCA", [("backend", "linux"), ("sysfs_root", str(tmp_path / "none"))]
+        plugin,
+        "GMCA",
+        [("backend", "linux"), ("sysfs_root", str(tmp_path / "none")), ("cec", "inactive")],
     )
     backend = ScriptedBackend()
     plugin.backend = backend

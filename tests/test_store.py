@@ -81,6 +81,7 @@ def test_migrations_are_recorded_once(store: Store) -> None:
             "0006_case_ereports",
             "0007_errlog_counts",
             "0008_log_rowid_ids",
+            "0009_source_positions",
         ]
     again = Store(store.url, db_file=Path("/unused"))
     with again.reader() as conn:
@@ -93,6 +94,7 @@ def test_migrations_are_recorded_once(store: Store) -> None:
             "0006_case_ereports",
             "0007_errlog_counts",
             "0008_log_rowid_ids",
+            "0009_source_positions",
         ]
     again.close()
 

@@ -30,14 +30,43 @@ closes the case (``fmd_case_uuclose``): fmd marks the ASRUs unusable and logs
 taken out of service.  On repair it brings the CPUs back online and unretires
 the pages, then reports the case resolved (``uuresolved``).
 
+The kernel takes pages out of use by itself (:mod:`agents.retire.kernel`),
+and the agent never offlines such a page again:
+
+* it subscribes to ``ereport.os.linux.memory_failure`` and remembers, for the
+  last 4096 pages and across restarts (in its checkpoint, for the current boot
+  only), what the kernel's ``memory_failure()`` did.  A page the kernel
+  Recovered or Delayed is "retired by the kernel": fmd writes nothing and the
+  case is closed as if fmd had retired it.  After Failed or Ignored (the kernel
+  could not) fmd retires the page itself and its response says so.  A report
+  arriving while fmd's own retire of that page is pending completes it the
+  same way.  Reports older than the current boot (a rasdaemon import of
+  history) are counted and not remembered.
+* with the kernel's correctable-errors collector active (property ``cec``:
+  ``auto`` detects it at load through :func:`fmd.hw.cec.detect_cec`, linux
+  backend only), the pages of faults diagnosed from corrected errors
+  (``page_ce``, ``page_sb``, ``page_ck``) are left to the collector: the
+  response says so (a success, not a failure), nothing is written, and the
+  agent waits for the kernel — its memory_failure report, or the page's
+  HWPOISON flag as the backend reads it, checked at once and then on the
+  poll schedule with no limit (the collector's soft offline emits no
+  memory_failure report).  The case stays open, "faulted but still in
+  service", until then.  Uncorrected-error pages, and a replayed fault whose
+  page was already out of service (the reboot undid it, and the collector's
+  counts started over), are retired by fmd.
+
 Per suspect, the state machine of one retire::
 
     start --ok--> done
       |  \\--permanent error--> failed (recorded, case stays open)
+      |--kernel already retired it (memory_failure Recovered/Delayed)--> done
       |--retryable error--> retry after cpu_delay, at most cpu_tries times
-      '--page pending--> poll after page_ret_mindelay, doubling up to
-                         page_ret_maxdelay, page_retire_maxretries polls;
-                         then given up (counted in page_retmax) and done
+      |--page pending--> poll after page_ret_mindelay, doubling up to
+      |                  page_ret_maxdelay, page_retire_maxretries polls;
+      |                  then given up (counted in page_retmax) and done
+      '--corrected-error page, CEC active--> waiting for the kernel
+            --memory_failure Recovered/Delayed, or page found poisoned--> done
+            --memory_failure Failed/Ignored--> fmd retires it itself (start)
 
 What happened is recorded per suspect with ``Handle.case_response`` so that
 ``fmadm faulty`` shows it, and counted in the module's statistics.  Backend
@@ -55,27 +84,44 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from agents.retire.backend import (
+    PAGE_SHIFT,
     BackendError,
     CpuState,
     CpuTarget,
     PageOutcome,
+    PageState,
     RetireBackend,
     make_backend,
+    page_align,
 )
+from agents.retire.kernel import (
+    CEC_AUTO,
+    CEC_MODES,
+    MEMORY_FAILURE_CLASS,
+    KernelAction,
+    KernelPages,
+    is_corrected_page_fault,
+    resolve_cec,
+)
+from agents.retire.linux import LinuxBackend
 from fmd.api import fmri_text
 from fmd.config import PropSpec, PropType
 from fmd.errors import FmdError
+from fmd.hw.events import MF_RESULTS
+from fmd.log import Once
 from fmd.module import Plugin
 from fmd.protocol import (
     FAULT_FAULTY,
     FAULT_UNUSABLE,
     CpuFmri,
+    Ereport,
     HcFmri,
     ListEvent,
     MemFmri,
     Pairs,
     Suspect,
 )
+from fmd.states import RESPONSE_KERNEL
 
 if TYPE_CHECKING:
     from fmd.api import Handle
@@ -95,6 +141,11 @@ _NO_ACTION: Final = (
     "chip",
     "socket",
 )
+
+# A memory_failure report this long before the boot time is from an earlier boot
+# (the sources' conversion of kernel timestamps may err by a little; a reboot
+# takes far longer).
+_BOOT_SLACK_NS: Final = 10 * 10**9
 
 
 def action_for(suspect: Suspect) -> str | None:
@@ -126,6 +177,8 @@ class _Pending:
     # Every suspect acted on was already out of service (a fault re-sent after a
     # reboot): the case is closed already and need not be closed again.
     isolated: bool = False
+    # Pending page suspects left to the kernel's CEC (waiting for the kernel).
+    waiting_kernel: set[int] = field(default_factory=set)
 
 
 class CpumemRetire(Plugin):
@@ -138,6 +191,7 @@ class CpumemRetire(Plugin):
         "fault.cpu.*",
         "fault.memory.*",
         "list.repaired",
+        MEMORY_FAILURE_CLASS,
     )
     replay_faults: ClassVar[bool] = True
     properties: ClassVar[tuple[PropSpec, ...]] = (
@@ -150,14 +204,41 @@ class CpumemRetire(Plugin):
             choices=("sim", "linux", "xen"),
         ),
         PropSpec("sysfs_root", PropType.STRING, "/sys", "linux backend: where sysfs is mounted."),
-        PropSpec("procfs_root", PropType.STRING, "/proc", "linux backend: where procfs is."),
-        PropSpec("debugfs_root", PropType.STRING, "/sys/kernel/debug", "linux backend: debugfs."),
+        PropSpec(
+            "procfs_root",
+            PropType.STRING,
+            "/proc",
+            "linux backend: where procfs is (page flags, boot id and time, CEC detection).",
+        ),
+        PropSpec(
+            "debugfs_root",
+            PropType.STRING,
+            "/sys/kernel/debug",
+            "linux backend: debugfs (unpoisoning pages, CEC detection).",
+        ),
+        PropSpec(
+            "boot_root",
+            PropType.STRING,
+            "/boot",
+            "linux backend: where the kernel configurations (config-<release>) are, "
+            "for CEC detection.",
+        ),
         PropSpec(
             "page_offline",
             PropType.ENUM,
             "soft",
             "linux backend: soft_offline_page, hard_offline_page, or soft then hard.",
             choices=("soft", "hard", "soft-then-hard"),
+        ),
+        PropSpec(
+            "cec",
+            PropType.ENUM,
+            CEC_AUTO,
+            "Whether the kernel's correctable-errors collector (CEC) is active: then fmd "
+            "leaves the pages of corrected-error faults to it.  auto detects it when the "
+            "agent loads (linux backend only: under debugfs_root, procfs_root and "
+            "boot_root); the statistic cec_active shows the outcome.",
+            choices=CEC_MODES,
         ),
         PropSpec("xen_hptool", PropType.STRING, "xen-hptool", "xen backend: the tool to run."),
         PropSpec("xenpm", PropType.STRING, "xenpm", "xen backend: reads which CPUs are online."),
@@ -201,6 +282,11 @@ class CpumemRetire(Plugin):
         ("page_fails", "page retire or unretire failures"),
         ("page_supp", "page actions suppressed by configuration"),
         ("page_retmax", "page retires given up after too many re-checks"),
+        ("page_kernel", "page faults whose page the kernel had retired (not offlined again)"),
+        ("page_cec", "corrected-error page faults left to the kernel's CEC"),
+        ("kernel_mf", "the kernel's memory_failure reports received"),
+        ("kernel_mf_bad", "memory_failure reports without a usable page or result"),
+        ("kernel_mf_old", "memory_failure reports from before this boot (not remembered)"),
         ("retries", "actions tried again after a transient error"),
         ("bad_flts", "suspects whose resource could not be understood"),
         ("nop_flts", "suspects that need no action"),
@@ -225,6 +311,44 @@ class CpumemRetire(Plugin):
         )
         self.pending: dict[str, _Pending] = {}
         hdl.log.info("retire_backend", backend=self.backend.describe())
+        self._once = Once()
+        self._init_kernel(hdl)
+
+    def _init_kernel(self, hdl: Handle) -> None:
+        """Load what the kernel did to pages (this boot only) and decide about its CEC."""
+        self.boot = self.backend.boot_id()
+        backend = self.backend
+        self.boot_time_ns = backend.boot_time_ns() if isinstance(backend, LinuxBackend) else None
+        self.kernel, dropped = KernelPages.load(hdl.specific, self.boot)
+        if dropped:
+            hdl.log.info("kernel_pages_dropped", reason=dropped)
+        self.kernel.save(hdl.specific, self.boot)
+        mode = str(hdl.prop("cec"))
+        self.cec = resolve_cec(
+            mode,
+            str(hdl.prop("backend")),
+            debugfs=str(hdl.prop("debugfs_root")),
+            proc=str(hdl.prop("procfs_root")),
+            boot=str(hdl.prop("boot_root")),
+        )
+        hdl.log.info(
+            "retire_cec",
+            cec=mode,
+            state=self.cec.state,
+            how=self.cec.how,
+            action_threshold=self.cec.action_threshold,
+            decay_interval_s=self.cec.decay_interval_s,
+            corrected_pages="left to the kernel" if self.cec.active else "retired by fmd",
+        )
+        hdl.stat(
+            "cec_active",
+            "1: corrected-error pages are left to the kernel's CEC "
+            f"(cec={mode}: {self.cec.state}, {self.cec.how})",
+        ).value = int(self.cec.active)
+        hdl.stat(
+            "cec_threshold",
+            "the CEC's action_threshold: corrected errors before it offlines a page (0: unknown)",
+        ).value = self.cec.action_threshold or 0
 
     @staticmethod
     def _known_cpus(hdl: Handle) -> set[int] | None:
@@ -246,6 +370,10 @@ class CpumemRetire(Plugin):
 
     # -- events ------------------------------------------------------------------
     def recv(self, hdl: Handle, event: Any) -> None:
+        if isinstance(event, Ereport):
+            if event.cls == MEMORY_FAILURE_CLASS:
+                self._kernel_report(hdl, event)
+            return
         if not isinstance(event, ListEvent):
             return
         if event.cls == "list.suspect":
@@ -314,11 +442,21 @@ class CpumemRetire(Plugin):
                 )
                 return
             physaddr = self._physaddr(suspect)
+            known = self.kernel.get(page_align(physaddr) >> PAGE_SHIFT)
+            if known is not None and known.retired:
+                self._kernel_retired(hdl, work, idx, f"retired by the kernel ({known.describe()})")
+                return
+            if known is None and self._leave_to_cec(work, suspect):
+                self._wait_for_kernel(hdl, work, idx, physaddr, 1)
+                return
             outcome = self.backend.page_retire(physaddr)
             if outcome is PageOutcome.DONE:
                 work.states[idx] = "done"
                 hdl.stat("page_flts").incr()
-                hdl.case_response(work.uuid, idx, "retire", True, f"retired page 0x{physaddr:x}")
+                detail = f"retired page 0x{physaddr:x}"
+                if known is not None:
+                    detail += f" (the kernel could not: {known.describe()})"
+                hdl.case_response(work.uuid, idx, "retire", True, detail)
                 hdl.log.info("page_retired", uuid=work.uuid, physaddr=hex(physaddr))
                 return
             self._poll_later(hdl, work, idx, n)
@@ -356,9 +494,7 @@ class CpumemRetire(Plugin):
                 work.uuid, idx, "retire", True, f"page retire still pending after {limit} checks"
             )
             return
-        lo, hi = int(hdl.prop("page_ret_mindelay")), int(hdl.prop("page_ret_maxdelay"))
-        delay = min(hi, lo << min(n - 1, 40))
-        work.timers.add(hdl.timer_install(delay, ("poll", work.uuid, idx, n + 1)))
+        work.timers.add(hdl.timer_install(_backoff(hdl, n), ("poll", work.uuid, idx, n + 1)))
 
     def timeout(self, hdl: Handle, timer_id: int, arg: Any) -> None:
         kind, uuid, idx, n = arg
@@ -369,7 +505,10 @@ class CpumemRetire(Plugin):
         if idx >= len(work.suspects) or work.states.get(idx) != "pending":
             return
         suspect = work.suspects[idx]
-        if kind == "poll":
+        if kind == "kernel":
+            # The address was read from this suspect before the wait began.
+            self._wait_for_kernel(hdl, work, idx, self._physaddr(suspect), n)
+        elif kind == "poll":
             try:
                 state = self.backend.page_status(self._physaddr(suspect))
             except (BackendError, _BadResource) as exc:
@@ -384,6 +523,98 @@ class CpumemRetire(Plugin):
         else:
             self._attempt(hdl, work, suspect, idx, n)
         self._maybe_close(hdl, work)
+
+    # -- the kernel's own page actions -----------------------------------------------
+    def _kernel_report(self, hdl: Handle, ev: Ereport) -> None:
+        """Remember what the kernel's memory_failure() did to a page; complete the
+        pending retire of that page accordingly."""
+        hdl.stat("kernel_mf").incr()
+        parsed = _memory_failure(ev)
+        if isinstance(parsed, str):
+            hdl.stat("kernel_mf_bad").incr()
+            if self._once.first(("kernel_mf_bad", parsed.split(":")[0])):
+                hdl.log.warning("kernel_report_rejected", reason=parsed, note="logged once")
+            return
+        pfn, action = parsed
+        if self.boot_time_ns is not None and action.time_ns < self.boot_time_ns - _BOOT_SLACK_NS:
+            hdl.stat("kernel_mf_old").incr()
+            hdl.log.info("kernel_report_before_boot", pfn=hex(pfn), result=action.result)
+            return
+        self.kernel.record(pfn, action)
+        self.kernel.save(hdl.specific, self.boot)
+        hdl.log.info(
+            "kernel_page_action",
+            pfn=hex(pfn),
+            result=action.result,
+            page_type=action.page_type,
+            source=ev.payload.get("source"),
+        )
+        for work in list(self.pending.values()):
+            for idx, state in list(work.states.items()):
+                if state != "pending" or self._page_of(work.suspects[idx]) != pfn:
+                    continue
+                if action.retired:
+                    detail = f"retired by the kernel ({action.describe()})"
+                    self._kernel_retired(hdl, work, idx, detail)
+                elif idx in work.waiting_kernel:
+                    # The kernel could not: fmd retires the page itself after all.
+                    work.waiting_kernel.discard(idx)
+                    hdl.log.info("kernel_could_not_retire", uuid=work.uuid, pfn=hex(pfn))
+                    self._attempt(hdl, work, work.suspects[idx], idx, 1)
+            self._maybe_close(hdl, work)
+
+    def _page_of(self, suspect: Suspect) -> int | None:
+        """The page frame number a page suspect names; None for other suspects."""
+        if action_for(suspect) != "page":
+            return None
+        try:
+            return page_align(self._physaddr(suspect)) >> PAGE_SHIFT
+        except (BackendError, _BadResource):
+            return None
+
+    def _leave_to_cec(self, work: _Pending, suspect: Suspect) -> bool:
+        """Is this page the kernel's CEC to retire?  A corrected-error page of a new
+        diagnosis, while the CEC is active.  A fault re-sent with its page already
+        out of service (after a reboot) is not: the collector's counts started over,
+        so fmd keeps the page out of service itself."""
+        return self.cec.active and not work.isolated and is_corrected_page_fault(suspect.cls)
+
+    def _kernel_retired(self, hdl: Handle, work: _Pending, idx: int, detail: str) -> None:
+        work.states[idx] = "done"
+        work.waiting_kernel.discard(idx)
+        hdl.stat("page_kernel").incr()
+        hdl.case_response(work.uuid, idx, RESPONSE_KERNEL, True, detail)
+        hdl.log.info("page_retired_by_kernel", uuid=work.uuid, detail=detail)
+
+    def _wait_for_kernel(
+        self, hdl: Handle, work: _Pending, idx: int, physaddr: int, n: int
+    ) -> None:
+        """Leave a corrected-error page to the kernel's CEC: done if the page is
+        poisoned already, else say so (first time) and look again later."""
+        try:
+            state = self.backend.page_status(physaddr)
+        except BackendError as exc:
+            hdl.log.warning("page_status_failed", uuid=work.uuid, error=str(exc))
+            state = PageState.UNKNOWN
+        how = f"CEC active: {self.cec.how}"
+        if state is PageState.RETIRED:
+            self._kernel_retired(
+                hdl, work, idx, f"retired by the kernel (page 0x{physaddr:x} is poisoned; {how})"
+            )
+            return
+        if idx not in work.waiting_kernel:
+            work.waiting_kernel.add(idx)
+            hdl.stat("page_cec").incr()
+            hdl.case_response(
+                work.uuid,
+                idx,
+                RESPONSE_KERNEL,
+                True,
+                f"left to the kernel's correctable-errors collector ({how})",
+            )
+            hdl.log.info("page_left_to_kernel", uuid=work.uuid, physaddr=hex(physaddr), how=how)
+        # No limit: the page is the kernel's to retire, and it may take long.
+        work.timers.add(hdl.timer_install(_backoff(hdl, n), ("kernel", work.uuid, idx, n + 1)))
 
     def _maybe_close(self, hdl: Handle, work: _Pending) -> None:
         if any(s == "pending" for s in work.states.values()):
@@ -434,6 +665,9 @@ class CpumemRetire(Plugin):
                 else:
                     physaddr = self._physaddr(suspect)
                     self.backend.page_unretire(physaddr)
+                    # Back in use: what the kernel once did to it no longer holds.
+                    self.kernel.forget(page_align(physaddr) >> PAGE_SHIFT)
+                    self.kernel.save(hdl.specific, self.boot)
                     hdl.stat("page_repairs").incr()
                     hdl.case_response(
                         ev.uuid, idx, "unretire", True, f"unretired page 0x{physaddr:x}"
@@ -520,6 +754,34 @@ class CpumemRetire(Plugin):
         raise _BadResource(
             f"{suspect.cls}: the ASRU {fmri_text(asru) or 'none'} has no physical address"
         )
+
+
+def _backoff(hdl: Handle, n: int) -> int:
+    """The delay before the ``n``-th re-check of a page: page_ret_mindelay doubled
+    each time, at most page_ret_maxdelay."""
+    lo, hi = int(hdl.prop("page_ret_mindelay")), int(hdl.prop("page_ret_maxdelay"))
+    return min(hi, lo << min(n - 1, 40))
+
+
+def _memory_failure(ev: Ereport) -> tuple[int, KernelAction] | str:
+    """The page and the kernel's action in a memory_failure ereport, or why they
+    cannot be told (the reason starts with the name of what is wrong)."""
+    payload = ev.payload
+    pfn = payload.get("pfn")
+    if not isinstance(pfn, int) or isinstance(pfn, bool):
+        physaddr = payload.get("physaddr")
+        if not isinstance(physaddr, int) or isinstance(physaddr, bool):
+            return f"pfn: neither pfn nor physaddr is an integer (pfn {pfn!r})"
+        pfn = physaddr >> PAGE_SHIFT
+    if pfn < 0:
+        return f"pfn: {pfn} is negative"
+    result = payload.get("action_result")
+    if result not in MF_RESULTS:
+        return f"action_result: {result!r} is not one of {', '.join(MF_RESULTS)}"
+    page_type = payload.get("page_type")
+    return pfn, KernelAction(
+        str(result), page_type if isinstance(page_type, str) else "", ev.time_ns
+    )
 
 
 class _BadResource(Exception):

@@ -16,6 +16,9 @@ It owns these files (under the roots given to the constructor):
     means the page is retired.  Read before retiring (a poisoned page is already
     retired, and writing it again may fail with EBUSY or EIO) and for status;
     when it cannot be read (not root, no such frame) a page's state is UNKNOWN.
+``<procfs>/sys/kernel/random/boot_id`` and the ``btime`` line of ``<procfs>/stat``
+    which boot of the kernel this is, and when it started: a reboot puts every
+    page back in use and every CPU online.
 ``<debugfs>/hwpoison/unpoison-pfn``
     write the page frame number in decimal to unretire a page; without it
     (debugfs not mounted, no ``hwpoison_inject`` module) unretiring is not
@@ -86,6 +89,19 @@ def _os_error(exc: OSError, doing: str) -> BackendError:
     return BackendError(f"{doing} failed: {reason}")
 
 
+def read_boot_time_ns(procfs_root: str | os.PathLike[str]) -> int | None:
+    """The ``btime`` line of ``<procfs>/stat`` (the boot time, epoch seconds) in ns, or None."""
+    try:
+        text = (Path(procfs_root) / "stat").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "btime" and fields[1].isdigit():
+            return int(fields[1]) * 10**9
+    return None
+
+
 class LinuxBackend(RetireBackend):
     """Offlines CPUs and pages of the running Linux kernel through sysfs."""
 
@@ -119,6 +135,11 @@ class LinuxBackend(RetireBackend):
         """The running kernel's boot id: a reboot undoes CPU offlines and soft page
         offlines (and clears poison), so they are redone after one."""
         return read_boot_id(self.procfs)
+
+    def boot_time_ns(self) -> int | None:
+        """When the running kernel booted (epoch ns), or None when it cannot be told:
+        what the kernel reported before then was undone by the reboot."""
+        return read_boot_time_ns(self.procfs)
 
     def describe(self) -> str:
         return f"linux sysfs at {self.sysfs} (pages: {self.page_offline})"

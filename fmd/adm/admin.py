@@ -1,6 +1,6 @@
 """The administrative control requests: ``fmadm faulty`` and the requests that
 change fmd's state (repaired, replaced, acquit, flush, rotate, load, unload,
-reset).
+reset, import.rasdaemon).
 
 The changing requests are registered as *mutating*: the control server
 serves them only to root or to the user fmd runs as.  Each one answers only
@@ -37,6 +37,7 @@ def register_admin(adm: AdmServer, daemon: Daemon) -> None:
     adm.register("load", lambda req: load(daemon, req), mutating=True)
     adm.register("unload", lambda req: unload(daemon, req), mutating=True)
     adm.register("reset", lambda req: reset(daemon, req), mutating=True)
+    adm.register("import.rasdaemon", lambda req: import_rasdaemon(daemon, req), mutating=True)
 
 
 def _host(daemon: Daemon) -> dict[str, str]:
@@ -230,3 +231,15 @@ def reset(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
     op: CheckpointOp = runner.call(run, wait=_WAIT)
     op.finished.wait(_WAIT)
     return {"module": name, "serd": serd}
+
+
+def import_rasdaemon(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
+    """``fminject --format rasdaemon PATH``: import a rasdaemon database's new rows once."""
+    from fmd.xprts.rasdaemon import import_database
+
+    path = Path(str_arg(req, "path", "the absolute path of a rasdaemon database"))
+    if not path.is_absolute():
+        raise bad_arg("path", "the absolute path of a rasdaemon database", str(path))
+    if daemon.ingest is None:
+        raise AdmError("fmd is still starting; try again")
+    return import_database(daemon.ingest, daemon.store, path)

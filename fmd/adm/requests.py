@@ -66,7 +66,24 @@ def module_list(daemon: Daemon) -> dict[str, Any]:
         }
         for r in sorted(daemon.runners.values(), key=lambda r: r.name)
     ]
-    return {"modules": mods, "load_errors": list(daemon.load_errors)}
+    ingest = daemon.ingest
+    xprts = ingest.transport_stats() if ingest else []
+    sources = [
+        {
+            "name": t["name"],
+            "kind": t["kind"],
+            "state": t["state"],
+            "reason": t.get("reason", ""),
+            "chosen": daemon.source_choice.get(t["name"], ""),
+        }
+        for t in xprts
+    ]
+    sources += [
+        {"name": name, "kind": name, "state": "off", "reason": "", "chosen": why}
+        for name, why in daemon.source_choice.items()
+        if name not in {t["name"] for t in xprts}
+    ]
+    return {"modules": mods, "load_errors": list(daemon.load_errors), "transports": sources}
 
 
 def _runner(daemon: Daemon, req: dict[str, Any]) -> ModuleRunner:

@@ -9,6 +9,9 @@ message texts; this module lays them out as illumos does:
 * the host block (Host, Platform, Chassis_id, Product_sn);
 * per suspect ``Fault class``, ``Affects`` (ASRU) and ``FRU`` with their status
   texts, ``Problem in`` with ``-v`` or when the FRU or ASRU is missing;
+* the responses agents recorded under the ASRU's status: failures always,
+  successes with ``-v``, and always a page the kernel retired by itself (or
+  that fmd left to the kernel's collector of corrected errors);
 * Description, Response, Impact and Action wrapped at 80 columns.
 
 Views: default, ``-s`` summary rows, ``-r`` one line per ASRU, ``-f`` per FRU,
@@ -26,6 +29,7 @@ from typing import Any
 from fmd.asru import rsrc_status
 from fmd.case import MAX_CASE_EVENTS
 from fmd.cli.fmt import SIX_MONTHS_NS
+from fmd.states import RESPONSE_KERNEL
 
 RULE = "--------------- ------------------------------------  -------------- ---------"
 HEADER = "TIME            EVENT-ID                              MSG-ID         SEVERITY"
@@ -88,8 +92,13 @@ def _host_block(answer: Mapping[str, Any]) -> list[str]:
 
 
 def _responses(s: Mapping[str, Any], verbose: bool) -> list[str]:
+    """The responses worth a line: failures always, successes with ``-v``, and
+    always what the kernel did or was left to do (the detail says it all)."""
     out = []
     for r in s.get("responses", []):
+        if r["ok"] and r["action"] == RESPONSE_KERNEL:
+            out.append(f"{_STATUS_INDENT}{r['module']}: {r['detail']}")
+            continue
         if r["ok"] and not verbose:
             continue
         state = "done" if r["ok"] else "failed"

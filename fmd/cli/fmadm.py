@@ -61,14 +61,23 @@ def cli(ctx: click.Context, root: str | None, quiet: bool) -> None:
 @click.pass_context
 @handle_errors("fmadm")
 def config(ctx: click.Context, root: str | None, as_json: bool) -> None:
-    """List the loaded modules with their version and status."""
+    """List the loaded modules with their version and status, then the transports
+    and host error sources with their state and why they run or do not."""
     result = _call(ctx, root, "config")
     if as_json:
-        click.echo(orjson.dumps(result["modules"], option=orjson.OPT_INDENT_2).decode())
+        doc = {"modules": result["modules"], "transports": result.get("transports", [])}
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(f"{'MODULE':<24} {'VERSION':<7} {'STATUS':<6}  DESCRIPTION")
     for m in result["modules"]:
         click.echo(f"{m['name']:<24} {m['version']:<7} {m['status']:<6}  {m['description']}")
+    xprts = result.get("transports", [])
+    if xprts:
+        click.echo("")
+        click.echo(f"{'TRANSPORT':<32} {'STATE':<7}  DETAIL")
+        for t in xprts:
+            detail = "; ".join(x for x in (t.get("reason", ""), t.get("chosen", "")) if x)
+            click.echo(f"{t['name']:<32} {t['state']:<7}  {detail}")
     for err in result.get("load_errors", []):
         click.echo(f"fmadm: warning: {err}", err=True)
 

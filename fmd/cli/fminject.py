@@ -1,10 +1,10 @@
 """``fminject``: send ereports to the running fmd.
 
-``fminject [-R root] [-n] [-v] [-q] [--format auto|json|mce|inj] FILE|-`` reads
-the input, marks each event injected, sends them over the ingest socket with
-pipelining, and prints an error with the line number for every event fmd
-rejected.  The exit code is 1 if any was rejected.  ``-n`` only checks the
-input locally.
+``fminject [-R root] [-n] [-v] [-q] [--format auto|json|mce|kernel|inj|rasdaemon] FILE|-``
+reads the input, marks each event injected, sends them over the ingest socket
+with pipelining, and prints an error with the line number for every event fmd
+rejected.  The exit code is 1 if any was rejected, or if nothing in the input
+was recognised ("no records found").  ``-n`` only checks the input locally.
 
 Formats (``auto`` picks ``inj`` for a file named ``*.inj``, else looks at the
 first line that is not blank or a ``#`` comment):
@@ -13,12 +13,23 @@ first line that is not blank or a ``#`` comment):
 * ``mce``: the mcelog / kernel machine-check text form; each record is sent
   raw (``{"mca": {...}}``) and fmd decodes it against its platform, so the
   line numbers reported are those where each record starts;
+* ``kernel``: a kernel log (``dmesg``, ``journalctl -k``, a syslog file):
+  machine-check blocks, the AMD decoder's lines, EDAC, firmware (GHES) and
+  thermal reports (:mod:`fmd.hw.kmsg`), sent as raw records and ereports with
+  the line each record starts on; chosen when reading the text as a kernel log
+  finds records, and at least as many as reading it as mcelog text;
 * ``inj``: the illumos injection language (:mod:`fmd.injlang`), chosen when
   the first word is one of its keywords or the text starts with ``/*``.  The
   whole program is checked first; if it has errors, each is printed with its
   line and nothing is sent.  Otherwise the events it generates are sent with
   the line of the command that made them; ``sleep`` waits until fmd has
-  acknowledged everything sent before it, then sleeps.
+  acknowledged everything sent before it, then sleeps;
+* ``rasdaemon``: rasdaemon's SQLite database (chosen for any SQLite file).
+  fmd itself reads the file (control request ``import.rasdaemon``, root or
+  fmd's user) and stores its rows with their original times, not marked
+  injected; it remembers the last row it imported of each table, so running
+  the import again adds only what rasdaemon recorded since
+  (:mod:`fmd.xprts.rasdaemon`).
 """
 
 from __future__ import annotations
@@ -38,10 +49,13 @@ from typing import IO, Any, Final
 import click
 import orjson
 
-from fmd.adm.client import permission_message
+from fmd.adm.client import AdmClient, permission_message
 from fmd.cli.common import EXIT_ERROR, fail, paths_for, root_option, run_click
-from fmd.errors import ProtocolError
+from fmd.errors import DaemonNotRunning, FmdError, ProtocolError
+from fmd.hw.kmsg import KmsgFailure
+from fmd.hw.kmsg_text import looks_like_kernel_log, parse_log_text
 from fmd.hw.mcelog import ParseFailure, parse_mce_text
+from fmd.hw.rasdaemon import SQLITE_MAGIC, check_database
 from fmd.hw.telemetry import record_from_json, record_to_json
 from fmd.injlang import KEYWORDS, Sleep, evaluate, parse_program
 from fmd.protocol import EnaGenerator, decode_line, ereport_from_decoded
@@ -72,12 +86,26 @@ def _mce_items(data: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[int, st
     return items, errors
 
 
+def _kernel_items(data: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[int, str]]]:
+    """Wire lines (line number, line) and unreadable records of a text kernel log."""
+    items: list[tuple[int, bytes]] = []
+    errors: list[tuple[int, str]] = []
+    for result in parse_log_text(data.decode("utf-8", errors="replace")):
+        if isinstance(result, KmsgFailure):
+            errors.append((result.line, result.reason))
+        else:
+            items.append((result.line, orjson.dumps(result.obj)))
+    return items, errors
+
+
 Item = tuple[int, bytes] | Sleep
 
 
 def _detect(data: bytes, name: str) -> str:
     if name.endswith(".inj"):
         return "inj"
+    if data.startswith(SQLITE_MAGIC):
+        return "rasdaemon"
     for raw in data.splitlines():
         line = raw.strip()
         if line and not line.startswith(b"#"):
@@ -86,7 +114,10 @@ def _detect(data: bytes, name: str) -> str:
             word = re.match(rb"[A-Za-z_]+", line)
             if word is not None and word.group().decode() in KEYWORDS:
                 return "inj"
-            return "json" if line.startswith(b"{") else "mce"
+            if line.startswith(b"{") and not re.match(rb"\{\d+\}\[", line):
+                return "json"
+            text = data.decode("utf-8", errors="replace")
+            return "kernel" if looks_like_kernel_log(text) else "mce"
     return "json"
 
 
@@ -150,6 +181,64 @@ def _connect(path: str, wait: float) -> socket.socket:
             fail("fminject", f"cannot reach fmd at {path}: {exc.strerror or exc}")
 
 
+# How long an import may take before fminject stops waiting (fmd finishes it anyway).
+_IMPORT_TIMEOUT_S: Final = 3600.0
+
+
+def _rasdaemon(root: str | None, name: str, *, parse_only: bool, quiet: bool, wait: float) -> None:
+    """``--format rasdaemon``: have fmd import the database (or check it locally, -n); exits."""
+    if name == "<stdin>":
+        fail("fminject", "--format rasdaemon reads a database file, not standard input")
+    path = Path(name).resolve()
+    try:
+        if parse_only:
+            rows, bad, problems = check_database(path)
+            if not rows:
+                fail("fminject", f"{path}: no records found")
+            for table, row_id, reason in bad:
+                click.echo(f"fminject: {path}: {table} id {row_id}: {reason}", err=True)
+            if not quiet:
+                for note in problems:
+                    click.echo(f"fminject: {path}: note: {note}", err=True)
+                click.echo(f"fminject: {rows - len(bad)} of {rows} rows are valid")
+            sys.exit(EXIT_ERROR if bad else 0)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                with AdmClient(paths_for(root).adm_socket, timeout=_IMPORT_TIMEOUT_S) as client:
+                    result = client.call("import.rasdaemon", path=str(path))
+                break
+            except DaemonNotRunning:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+    except FmdError as exc:
+        fail("fminject", str(exc))
+    for reason, n in result.get("reasons", {}).items():
+        click.echo(f"fminject: {path}: {n} rows: {reason}", err=True)
+    if not result["rows"]:
+        fail("fminject", f"{path}: no records found")
+    if not quiet:
+        for note in result.get("problems", []):
+            click.echo(f"fminject: {path}: note: {note}", err=True)
+        for table in result.get("replaced_tables", []):
+            click.echo(
+                f"fminject: {path}: note: table {table} is not the one imported before "
+                "(a new database?); read from its start",
+                err=True,
+            )
+        extra = (
+            [f"{result['already_imported']} imported before"] if result["already_imported"] else []
+        )
+        extra += [f"{result['rejected']} rejected"] if result["rejected"] else []
+        extra += [f"{result['duplicates']} already stored"] if result.get("duplicates") else []
+        more = f" ({', '.join(extra)})" if extra else ""
+        click.echo(
+            f"fminject: {path}: imported {result['imported']} of {result['rows']} rows{more}"
+        )
+    sys.exit(EXIT_ERROR if result["rejected"] else 0)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @root_option
 @click.option("-n", "parse_only", is_flag=True, help="Check the input; send nothing.")
@@ -166,7 +255,7 @@ def _connect(path: str, wait: float) -> socket.socket:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "json", "mce", "inj"]),
+    type=click.Choice(["auto", "json", "mce", "kernel", "inj", "rasdaemon"]),
     default="auto",
     help="Input format (default: from a .inj name or the first line).",
 )
@@ -187,9 +276,13 @@ def cli(
     data = source.read()
     if fmt == "auto":
         fmt = _detect(data, name)
+    if fmt == "rasdaemon":
+        _rasdaemon(root, name, parse_only=parse_only, quiet=quiet, wait=wait)
     items: Iterable[Item]
     if fmt == "mce":
         items, parse_errors = _mce_items(data)
+    elif fmt == "kernel":
+        items, parse_errors = _kernel_items(data)
     elif fmt == "inj":
         items, parse_errors = _inj_items(data)
     else:
@@ -200,6 +293,9 @@ def cli(
     if fmt == "inj" and parse_errors:
         # A program with errors is incomplete: send none of it.
         sys.exit(EXIT_ERROR)
+    if isinstance(items, list) and not items and not parse_errors:
+        # Nothing recognised (prose, the wrong format): say so rather than "0 of 0".
+        fail("fminject", f"{name}: no records found (read as {fmt})")
     if parse_only:
         gen = EnaGenerator()
         count = len(parse_errors)
@@ -269,6 +365,7 @@ def cli(
     t.start()
     rfile = sock.makefile("rb")
     total = 0
+    duplicates = 0  # copies of hardware events fmd had already stored
     while True:
         with lock:
             while not pending and not counts["done"]:
@@ -287,6 +384,8 @@ def cli(
             counts["acked"] += 1
             lock.notify_all()
         if reply.get("ok"):
+            if reply.get("duplicate"):
+                duplicates += 1
             if verbose:
                 ena = reply.get("ena")
                 click.echo(
@@ -303,7 +402,8 @@ def cli(
         fail("fminject", f"lost the connection to fmd: {send_error[0]}")
     total += len(parse_errors)
     if not quiet:
-        click.echo(f"fminject: {total - errors} of {total} events accepted")
+        dup = f" ({duplicates} already stored, not stored again)" if duplicates else ""
+        click.echo(f"fminject: {total - errors} of {total} events accepted{dup}")
     sys.exit(EXIT_ERROR if errors else 0)
 
 

@@ -55,9 +55,10 @@ MODULE_COLUMNS: Final = (
 )  # fmt: skip
 STAT_LAYOUT: Final = "%20s %-16s %s"
 SERD_LAYOUT: Final = "%-36s %3s %5s %3s %24s %s"
-XPRT_LAYOUT: Final = "%3s %-5s %7s %7s %7s %7s %4s %6s %3s %3s %s"
+XPRT_LAYOUT: Final = "%3s %-7s %7s %7s %7s %7s %7s %4s %6s %3s %3s %s"
+# illumos's columns plus ev_dup: copies of hardware events already stored (fmd.hw.dedup).
 XPRT_COLUMNS: Final = (
-    "id", "state", "ev_send", "ev_recv", "ev_drop", "ev_lost",
+    "id", "state", "ev_send", "ev_recv", "ev_drop", "ev_lost", "ev_dup",
     "wait", "svc_t", "%w", "%b", "module",
 )  # fmt: skip
 XPRT_ID_LAYOUT: Final = "%3s %-5s %-24s %s"
@@ -273,22 +274,26 @@ def transport_rows(stats: Stats, prev: Stats | None = None) -> list[Row]:
                 "ev_recv": int(t["received"]) - int(b.get("received", 0)),
                 "ev_drop": int(t["rejected"]) - int(b.get("rejected", 0)),
                 "ev_lost": int(t["failed"]) - int(b.get("failed", 0)),
+                "ev_dup": int(t.get("duplicates", 0)) - int(b.get("duplicates", 0)),
                 "wait": 0.0,
                 "svc_t": 0.0,
                 "%w": 0,
                 "%b": 0,
                 "module": t["name"],
+                "reason": t.get("reason", ""),
             }
         )
     return rows
 
 
 def render_transports(rows: Sequence[Row]) -> str:
+    """The table, then why each transport that is not running is not."""
     lines = [XPRT_LAYOUT % XPRT_COLUMNS]
     lines += [
         XPRT_LAYOUT % tuple(f"{r[c]:.1f}" if c in ("wait", "svc_t") else r[c] for c in XPRT_COLUMNS)
         for r in rows
     ]
+    lines += [f"{r['module']}: {r['state']}: {r['reason']}" for r in rows if r.get("reason")]
     return "\n".join(lines)
 
 

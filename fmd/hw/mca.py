@@ -55,10 +55,30 @@ record, ``processor_context_corrupt`` for PCC taken during a #MC, and
 
 Severity follows mca-decoding.md section 3.2 (VAL, PCC, UC/deferred, non-SER
 UC, SER S/AR, then #MC-without-RIPV escalation); it is recorded in the payload
-as ``severity``.  Physical addresses follow section 4: Intel needs MISCV, MISC
-address mode 2 and LSB <= 12 (low LSB bits masked); AMD legacy northbridge
-DRAM ECC (bank 4, XEC 8) is used as is; AMD SMCA (family 17h+) needs Poison or
-PhysAddrV and takes the LSB from ADDR bits 61:56.
+as ``severity``.  ``McaRecord.mcg_cap`` is None when the source did not report
+MCG_CAP (the kernel log never prints it) and an integer when it did, zero
+included.  Unknown, the CPU is taken to have software error recovery (as if
+SER_P): S/AR grade SRAO/SRAR and a UC with neither is UCNA, and the payload
+says ``ser_assumed``; known with SER_P clear, a UC stays UC.  With MCG_CAP
+unknown, a corrected Intel error's non-zero threshold status (bits 54:53) is
+reported too (``threshold_based_error_status``), as mcelog does.
+
+Physical addresses follow section 4: Intel needs MISCV, MISC address mode 2
+and LSB <= 12 (low LSB bits masked); AMD legacy northbridge DRAM ECC (bank 4,
+XEC 8, families before 17h) is used as is; AMD SMCA (family 17h+) needs Poison
+or PhysAddrV and takes the LSB from ADDR bits 61:56.
+
+Memory errors: ``is_memory`` for memory-controller codes (F ignored), the
+legacy AMD northbridge's DRAM ECC errors and SMCA UMC banks
+(:mod:`fmd.hw.smca` identifies SMCA units from IPID, and only UMC banks are
+memory there, whatever their architectural code).  ``memory_only`` marks the
+AMD ones, which are memory errors even without an address and never CPU
+errors.  Where the bank tells, ``memory_channel``/``memory_dimm`` (also payload
+members) locate the error: MCACOD bits 3:0 on Intel (0xF: unspecified), MISC
+bits 19:18/17:16 on Nehalem/Westmere (family 6 models 1Ah, 1Eh, 25h, 2Ch, as
+mcelog's per-DIMM accounting reads them), the UMC number and the chip select
+of MCA_SYND on SMCA.  SMCA records also carry their unit's name
+(``smca_bank_type``) and XEC.
 """
 
 from __future__ import annotations
@@ -70,6 +90,7 @@ from types import MappingProxyType
 from typing import Final
 
 from fmd.errors import ProtocolError
+from fmd.hw.smca import SmcaBank, is_smca, smca_bank
 
 CLASS_PREFIX: Final = "ereport.cpu.generic-x86."
 MEM_CE_CLASS: Final = CLASS_PREFIX + "mem_ce"
@@ -140,7 +161,9 @@ class McaRecord:
     addr: int | None = None
     misc: int | None = None
     mcg_status: int = 0
-    mcg_cap: int = 0
+    # None: the source did not say (the kernel log never prints MCG_CAP); 0 is
+    # a CPU that reported no capabilities (no SER_P, no TES_P).
+    mcg_cap: int | None = None
     vendor: str | None = None
     family: int | None = None
     model: int | None = None
@@ -189,6 +212,15 @@ class DecodedMca:
     is_memory: bool
     physaddr: int | None
     payload: Mapping[str, PayloadValue] = field(compare=False)
+    # Where the bank says a memory error lies, when it says: the channel of its
+    # memory controller and the DIMM on that channel (see _memory_location).
+    memory_channel: int | None = None
+    memory_dimm: int | None = None
+    # A memory error that must never be the basis of a CPU fault, address or
+    # not: AMD SMCA UMC banks and the legacy northbridge's DRAM ECC errors.
+    memory_only: bool = False
+    # The SMCA unit of the bank, on family 17h and later.
+    smca: SmcaBank | None = None
 
     @property
     def ereport_class(self) -> str:
@@ -289,6 +321,16 @@ def _is_amd(record: McaRecord) -> bool:
     return record.vendor in _AMD_VENDORS
 
 
+def has_ser(record: McaRecord) -> bool:
+    """Whether the CPU grades uncorrected errors with S/AR (software error recovery).
+
+    MCG_CAP.SER_P says so when MCG_CAP is known.  When it is not (the kernel log
+    never prints it), SER is assumed: an S or AR bit only exists on SER parts,
+    and every server CPU of the last decade has SER.
+    """
+    return record.mcg_cap is None or bool(record.mcg_cap & CAP_SER_P)
+
+
 def severity(record: McaRecord) -> Severity:
     """Grade one record: invalid, CE, deferred, UCNA, SRAO, SRAR, UC or fatal."""
     st = record.status
@@ -299,7 +341,7 @@ def severity(record: McaRecord) -> Severity:
     amd = _is_amd(record)
     if not st & ST_UC:
         return Severity.DEFERRED if amd and st & AMD_DEFERRED else Severity.CE
-    if amd or not record.mcg_cap & CAP_SER_P:
+    if amd or not has_ser(record):
         grade = Severity.UC
     else:
         s, ar = bool(st & ST_S), bool(st & ST_AR)
@@ -378,6 +420,37 @@ def usable_physaddr(record: McaRecord) -> int | None:
     return addr & ~((1 << lsb) - 1)
 
 
+# Intel family 6 models whose memory-controller banks put the channel and DIMM
+# in MCi_MISC bits 19:18 and 17:16 (Nehalem-EP/EX and Westmere-EP, as mcelog
+# reads them).
+_MISC_DIMM_MODELS: Final = frozenset({0x1A, 0x1E, 0x25, 0x2C})
+_INTEL_FAMILY_6: Final = 6
+_MISC_CHANNEL_SHIFT: Final = 18
+_MISC_DIMM_SHIFT: Final = 16
+_TWO_BITS: Final = 0x3
+_CCCC_UNKNOWN: Final = 0xF
+
+
+def _memory_location(record: McaRecord, code: int) -> tuple[int | None, int | None]:
+    """(channel, DIMM) of an Intel/architectural memory-controller error, as far as
+    the bank tells: the channel from MCACOD bits 3:0 (0xF: unspecified), and on
+    the models that log it, channel and DIMM from MCi_MISC."""
+    if not is_memory_controller_code(code):
+        return None, None
+    cccc = code & 0xF
+    channel = None if cccc == _CCCC_UNKNOWN else cccc
+    dimm = None
+    if (
+        record.family == _INTEL_FAMILY_6
+        and record.model in _MISC_DIMM_MODELS
+        and record.misc is not None
+        and record.status & ST_MISCV
+    ):
+        channel = (record.misc >> _MISC_CHANNEL_SHIFT) & _TWO_BITS
+        dimm = (record.misc >> _MISC_DIMM_SHIFT) & _TWO_BITS
+    return channel, dimm
+
+
 # ---------------------------------------------------------------------------
 # Decoding.
 
@@ -396,7 +469,20 @@ def decode(record: McaRecord) -> DecodedMca:
     grade = severity(record)
     disp = _disposition(record)
     amd = _is_amd(record)
-    is_memory = is_memory_controller_code(code) or (amd and _is_amd_nb_dram(record))
+    smca = (
+        smca_bank(st, record.ipid, record.synd) if is_smca(record.vendor, record.family) else None
+    )
+    channel: int | None
+    dimm: int | None
+    if smca is not None:
+        # SMCA: the unit comes from IPID; the architectural code says little.
+        is_memory = memory_only = smca.is_memory
+        channel, dimm = smca.umc_channel, smca.dimm
+    else:
+        nb_dram = amd and _is_amd_nb_dram(record)
+        is_memory = is_memory_controller_code(code) or nb_dram
+        memory_only = nb_dram
+        channel, dimm = (None, None) if amd else _memory_location(record, code)
     physaddr = usable_physaddr(record)
 
     mcg = record.mcg_status
@@ -420,8 +506,13 @@ def decode(record: McaRecord) -> DecodedMca:
             "processor_context_corrupt": bool(st & ST_PCC),
         }
     )
-    if record.mcg_cap & CAP_TES_P:
-        payload["threshold_based_error_status"] = _THRESHOLD_NAMES[(st >> 53) & 3]
+    threshold = (st >> 53) & 3
+    if record.mcg_cap is not None and record.mcg_cap & CAP_TES_P:
+        payload["threshold_based_error_status"] = _THRESHOLD_NAMES[threshold]
+    elif record.mcg_cap is None and not amd and not uc and threshold:
+        # MCG_CAP unknown: a corrected error that reports a threshold status was
+        # logged by a CPU that tracks one (mcelog reads it likewise).
+        payload["threshold_based_error_status"] = _THRESHOLD_NAMES[threshold]
     payload["error_code"] = code
     payload["model_specific_error_code"] = mscod
     always_addr = amd and record.family == 0x0F
@@ -431,8 +522,17 @@ def decode(record: McaRecord) -> DecodedMca:
         payload["IA32_MCi_MISC"] = record.misc
     if compound is not None:
         payload["compound_errorname"] = compound
+    if smca is not None:
+        payload.update(smca.payload())
+    if channel is not None:
+        payload["memory_channel"] = channel
+    if dimm is not None:
+        payload["memory_dimm"] = dimm
     payload["disp"] = ",".join(disp)
     payload["severity"] = str(grade)
+    if uc and not amd and record.mcg_cap is None:
+        # Graded with S/AR although MCG_CAP (SER_P) was not reported.
+        payload["ser_assumed"] = True
     return DecodedMca(
         record=record,
         leaf=leaf,
@@ -444,6 +544,10 @@ def decode(record: McaRecord) -> DecodedMca:
         is_memory=is_memory,
         physaddr=physaddr,
         payload=MappingProxyType(payload),
+        memory_channel=channel,
+        memory_dimm=dimm,
+        memory_only=memory_only,
+        smca=smca,
     )
 
 
@@ -454,6 +558,10 @@ def memory_class(decoded: DecodedMca) -> str | None:
     """
     if not decoded.is_memory or decoded.physaddr is None:
         return None
-    if decoded.severity is Severity.CE:
-        return MEM_CE_CLASS
-    return MEM_UE_CLASS
+    return memory_severity_class(decoded)
+
+
+def memory_severity_class(decoded: DecodedMca) -> str:
+    """``...mem_ce`` for a corrected error, ``...mem_ue`` for anything worse, whatever
+    the address: the class of a memory error attributed some other way."""
+    return MEM_CE_CLASS if decoded.severity is Severity.CE else MEM_UE_CLASS

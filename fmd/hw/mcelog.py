@@ -1,10 +1,10 @@
-"""Read the mcelog / kernel machine-check text forms into :class:`fmd.hw.mca.McaRecord`.
+"""Read the mcelog / kernel / mce-inject machine-check text forms into :class:`McaRecord`.
 
 One function, :func:`parse_mce_text`, reads text that ``mcelog --ascii`` would
-accept (linux-xen-peers.md section 2.6) and returns, in input order, one item
-per record: a :class:`ParsedMca` (the record and the 1-based line it started
-on) or a :class:`ParseFailure` (a line number and the reason).  It never raises
-on any input.
+accept (linux-xen-peers.md section 2.6) or that ``mce-inject`` would inject,
+and returns, in input order, one item per record: a :class:`ParsedMca` (the
+record and the 1-based line it started on) or a :class:`ParseFailure` (a line
+number and the reason).  It never raises on any input.
 
 Each line is split into whitespace tokens and scanned for keywords; anything
 else on a line (syslog prefixes such as ``<4>``, ``[  12.5]``,
@@ -12,19 +12,46 @@ else on a line (syslog prefixes such as ``<4>``, ``[  12.5]``,
 output) is skipped.  Recognised forms:
 
 * headers: ``CPU n BANK b``, ``CPU n b``, the kernel's
-  ``CPU n: Machine Check[ Exception]: <mcgstatus> Bank b: <status>`` and the
-  Xen console's ``... on CPU n.`` followed by ``Bank b: <status> [at <addr>]``;
+  ``CPU n: Machine Check[ Exception]: <mcgstatus> Bank b: <status>``, the
+  Xen console's ``... on CPU n.`` followed by ``Bank b: <status> [at <addr>]``,
+  and mce-inject's ``MCE`` or ``CPU n`` alone on a line (``BANK b`` then
+  follows);
 * registers (hex, ``0x`` optional): ``STATUS``, ``MCGSTATUS``, ``MCGCAP``,
   ``ADDR``, ``MISC``, ``TSC``, ``APICID``/``APIC``, ``IPID``, ``SYND``,
-  ``PPIN``, ``microcode`` (checked, not kept), ``RIP [!INEXACT!] cs:<ip>``;
-* decimal: ``SOCKETID``/``SOCKET``, ``TIME`` (seconds up to 2262-04-11, the
-  end of fmd's 64-bit nanosecond times; gives ``time_ns``);
+  ``PPIN``, ``microcode`` (checked, not kept), ``RIP [!INEXACT!] [cs:]ip``
+  (each part hex, ``0x`` optional, ``<ip>`` as the kernel prints it);
+* decimal: ``BANK``, ``SOCKETID``/``SOCKET``, ``TIME`` (seconds up to
+  2262-04-11, the end of fmd's 64-bit nanosecond times; gives ``time_ns``);
 * ``PROCESSOR vendor:cpuid`` (Linux vendor number, CPUID leaf 1 EAX in hex) and
-  ``CPUID Vendor V Family F Model M`` (decimal).
+  ``CPUID Vendor V Family F Model M`` (decimal), both read through
+  :mod:`fmd.hw.cpuid` (an unassigned number becomes ``vendor-<n>``);
+* the mce-inject language (its ``mce.lex``/``mce.y`` grammar): ``STATUS`` and
+  ``MCGSTATUS`` take a list of symbolic words and numbers that are OR-ed
+  together (below), and the commands ``HOLD``, ``POLL``, ``EXCP``,
+  ``NOBROADCAST``, ``IRQBROADCAST``, ``NMIBROADCAST``, ``IN_IRQ``,
+  ``IN_PROC`` (how to inject: they change no register and are skipped).
+
+mce-inject words, with their bits (symbols are case-insensitive)::
+
+    STATUS     CORRECTED    VAL|EN              UNCORRECTED  VAL|UC|EN
+               FATAL        VAL|UC|EN|PCC       VAL 63  OVER 62  UC 61  EN 60
+               MISCV 59     ADDRV 58            PCC 57  S 56  AR 55
+               TES_YELLOW   bit 54 (threshold status "yellow")
+               UCNA 0       SRAO S              SRAR S|AR
+    MCGSTATUS  RIPV 0  EIPV 1  MCIP 2  LMCES 3  TES_P 11  SEAM_NR 12
+
+A list with a symbolic word is mce-inject's: its numbers are C literals
+(``0x`` hex, leading ``0`` octal, else decimal), and, as mce-inject does,
+``ADDR`` and ``MISC`` in that record set ADDRV and MISCV.  A list of one bare
+number is mcelog's (hex, ``0x`` optional), so ``STATUS 1234`` stays 0x1234.
+``MISCV`` and ``ADDRV`` are accepted as words although mce-inject's grammar
+lacks them.  In a text that used the mce-inject language, a record that is
+only a header (``CPU 1 BANK 0`` after a ``HOLD``: an empty companion
+injection, status 0) yields nothing instead of a failure.
 
 Record boundaries::
 
-                 header token (CPU ...)          blank line, "HARDWARE ERROR",
+                 header token (CPU ..., MCE)     blank line, "HARDWARE ERROR",
       +------+ ------------------------> +------+ "Hardware event", end of text
       | IDLE |                           | OPEN | ---------------------------> emit
       +------+ <------------------------ +------+
@@ -33,6 +60,13 @@ Record boundaries::
 A register token while IDLE also opens a record.  Unlike mcelog, a line that
 matches nothing does *not* end the record: mcelog's own decoded output puts
 prose between register lines, and skipping it lets that form be read back.
+
+Prose is not a record: a register keyword whose value is not a number and
+which stands in a sentence — a plain word before it, or a word that is not a
+keyword after its value (``checking TSC synchronization across 2 CPUs:
+passed.``, ``TSC deadline timer available``) — is ignored.  A malformed value
+on a record line (``STATUS 90000g0000000135``, ``RIP zz``, ``STATUS x MISC
+0``) is still an error, and a number too wide for its register always is.
 The first bad value in a record makes it a failure naming that line; a record
 without BANK or STATUS, or with VAL clear, is a failure naming its first line.
 """
@@ -43,42 +77,40 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
-from fmd.hw.mca import ST_VAL, McaError, McaRecord
+from fmd.hw.cpuid import family_model, vendor_name, vendor_of_word
+from fmd.hw.mca import (
+    MCG_EIPV,
+    MCG_MCIP,
+    MCG_RIPV,
+    ST_ADDRV,
+    ST_AR,
+    ST_EN,
+    ST_MISCV,
+    ST_OVER,
+    ST_PCC,
+    ST_S,
+    ST_UC,
+    ST_VAL,
+    McaError,
+    McaRecord,
+)
 
 _HEX: Final = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")
 _DEC: Final = re.compile(r"[0-9]+")
-_RIP: Final = re.compile(r"([0-9a-fA-F]+):<?(?:0[xX])?([0-9a-fA-F]+)>?")
+_C_NUMBER: Final = re.compile(r"0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*)")
+_RIP: Final = re.compile(r"(?:0[xX])?([0-9a-fA-F]+):<?(?:0[xX])?([0-9a-fA-F]+)>?")
+_RIP_IP_ONLY: Final = re.compile(r"<?(?:0[xX])?([0-9a-fA-F]+)>?")
+# A word of a sentence: letters (an apostrophe or hyphen inside), perhaps ending
+# in punctuation.  Values, prefixes ("kernel:", "[12.5]", "(XEN)") are not.
+_PROSE_WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]*[,.;!?]?")
 _U64: Final = (1 << 64) - 1
 _MAX_DIGITS: Final = 40  # refuse absurd numbers before converting them
 _NS_PER_S: Final = 1_000_000_000
 # Event times are signed 64-bit nanoseconds: TIME (seconds) up to 2262-04-11.
 _MAX_TIME_S: Final = ((1 << 63) - 1) // _NS_PER_S
 
-# Linux X86_VENDOR_* numbers, as printed after PROCESSOR.
-_VENDOR_BY_NUMBER: Final = {
-    0: "GenuineIntel",
-    1: "CyrixInstead",
-    2: "AuthenticAMD",
-    3: "UMC UMC UMC ",
-    5: "CentaurHauls",
-    8: "GenuineTMx86",
-    9: "Geode by NSC",
-    10: "HygonGenuine",
-    11: "  Shanghai  ",
-    12: "Vortex86 SoC",
-}
-_VENDOR_BY_NAME: Final = {
-    "intel": "GenuineIntel",
-    "amd": "AuthenticAMD",
-    "hygon": "HygonGenuine",
-    "zhaoxin": "  Shanghai  ",
-    "centaur": "CentaurHauls",
-}
-
 # Register keywords: token -> (McaRecord field or "" to discard, base).
 _REGISTERS: Final = {
-    "STATUS": ("status", 16),
-    "MCGSTATUS": ("mcg_status", 16),
     "MCGCAP": ("mcg_cap", 16),
     "ADDR": ("addr", 16),
     "MISC": ("misc", 16),
@@ -94,6 +126,52 @@ _REGISTERS: Final = {
     "TIME": ("time", 10),
     "BANK": ("bank", 10),
 }
+
+# mce-inject's symbolic values (mce.lex), by the keyword whose list they may appear in.
+_TES_YELLOW: Final = 1 << 54
+_MCG_LMCES: Final = 1 << 3
+_MCG_TES_P: Final = 1 << 11
+_MCG_SEAM_NR: Final = 1 << 12
+_STATUS_WORDS: Final = {
+    "CORRECTED": ST_VAL | ST_EN,
+    "UNCORRECTED": ST_VAL | ST_UC | ST_EN,
+    "FATAL": ST_VAL | ST_UC | ST_EN | ST_PCC,
+    "VAL": ST_VAL,
+    "OVER": ST_OVER,
+    "UC": ST_UC,
+    "EN": ST_EN,
+    "MISCV": ST_MISCV,
+    "ADDRV": ST_ADDRV,
+    "PCC": ST_PCC,
+    "S": ST_S,
+    "AR": ST_AR,
+    "TES_YELLOW": _TES_YELLOW,
+    "UCNA": 0,
+    "SRAO": ST_S,
+    "SRAR": ST_S | ST_AR,
+}
+_MCGSTATUS_WORDS: Final = {
+    "RIPV": MCG_RIPV,
+    "EIPV": MCG_EIPV,
+    "MCIP": MCG_MCIP,
+    "LMCES": _MCG_LMCES,
+    "TES_P": _MCG_TES_P,
+    "SEAM_NR": _MCG_SEAM_NR,
+}
+_FLAG_KEYWORDS: Final = {
+    "STATUS": ("status", _STATUS_WORDS),
+    "MCGSTATUS": ("mcg_status", _MCGSTATUS_WORDS),
+}
+# mce-inject commands: how to inject, not what; no register changes.
+_INJECT_COMMANDS: Final = frozenset(
+    {"HOLD", "POLL", "EXCP", "NOBROADCAST", "IRQBROADCAST", "NMIBROADCAST", "IN_IRQ", "IN_PROC"}
+)
+_KEYWORDS: Final = frozenset(
+    {*_REGISTERS, *_FLAG_KEYWORDS, *_INJECT_COMMANDS}
+    | {"RIP", "PROCESSOR", "CPU", "CPUID", "MCE", "Bank"}
+)
+# A record of nothing but these fields, in mce-inject text, is an empty injection.
+_HEADER_FIELDS: Final = frozenset({"cpu", "bank"})
 
 
 @dataclass(frozen=True)
@@ -116,7 +194,15 @@ ParsedRecord = ParsedMca | ParseFailure
 
 
 class _Bad(Exception):
-    """A value on the current line is malformed; carries the reason."""
+    """A value on the current line is malformed; carries the reason.
+
+    ``numeric`` is set when the value was a number that does not fit: that is
+    an error wherever it stands, prose or not.
+    """
+
+    def __init__(self, reason: str, *, numeric: bool = False) -> None:
+        super().__init__(reason)
+        self.numeric = numeric
 
 
 def _number(token: str | None, base: int, what: str) -> int:
@@ -125,13 +211,50 @@ def _number(token: str | None, base: int, what: str) -> int:
     text = token.rstrip(":,.")
     match = (_HEX if base == 16 else _DEC).fullmatch(text)
     digits = match.group(1) if match and base == 16 else text
-    if match is None or len(digits) > _MAX_DIGITS:
+    if match is None:
         kind = "hex" if base == 16 else "decimal"
         raise _Bad(f"{what} value {token[:40]!r} is not a {kind} number")
+    if len(digits) > _MAX_DIGITS:
+        raise _Bad(f"{what} value {token[:40]!r} is too long a number", numeric=True)
     value = int(digits, base)
     if value > _U64:
-        raise _Bad(f"{what} value {token[:40]!r} does not fit in 64 bits")
+        raise _Bad(f"{what} value {token[:40]!r} does not fit in 64 bits", numeric=True)
     return value
+
+
+def _c_number(token: str, what: str) -> int:
+    """A C integer literal, as mce-inject reads numbers: 0x hex, 0 octal, decimal."""
+    match = _C_NUMBER.fullmatch(token)
+    if match is None:
+        raise _Bad(f"{what} value {token[:40]!r} is not a number (0x hex, 0 octal or decimal)")
+    hexa, octal, dec = match.groups()
+    digits = hexa or octal or dec
+    if len(digits) > _MAX_DIGITS:
+        raise _Bad(f"{what} value {token[:40]!r} is too long a number", numeric=True)
+    value = int(hexa, 16) if hexa else int(octal, 8) if octal else int(dec, 10)
+    if value > _U64:
+        raise _Bad(f"{what} value {token[:40]!r} does not fit in 64 bits", numeric=True)
+    return value
+
+
+def _numeric(token: str) -> bool:
+    return _HEX.fullmatch(token) is not None
+
+
+def _flag_run(tokens: list[str], i: int) -> list[str]:
+    """The words and numbers after the STATUS/MCGSTATUS keyword at ``tokens[i]``."""
+    words = _FLAG_KEYWORDS[tokens[i]][1]
+    run: list[str] = []
+    for token in tokens[i + 1 :]:
+        if token.upper() not in words and not _numeric(token):
+            break
+        run.append(token)
+    return run
+
+
+def _symbolic(run: list[str], words: dict[str, int]) -> bool:
+    """Whether a STATUS/MCGSTATUS list uses mce-inject's words."""
+    return any(token.upper() in words for token in run)
 
 
 @dataclass
@@ -141,21 +264,28 @@ class _Draft:
     line: int
     values: dict[str, int | str] = field(default_factory=dict)
     error: ParseFailure | None = None
+    # STATUS was given in mce-inject words: ADDR and MISC then set ADDRV/MISCV.
+    symbolic: bool = False
 
     def set(self, name: str, value: int | str) -> None:
         if name:
             self.values[name] = value
 
-    def finish(self) -> ParsedRecord:
+    def finish(self, *, inject: bool) -> ParsedRecord | None:
         if self.error is not None:
             return self.error
         v = self.values
+        if inject and set(v) <= _HEADER_FIELDS:
+            return None  # mce-inject's empty companion record (e.g. after HOLD)
         if "bank" not in v:
             return ParseFailure(self.line, "record has no BANK (expected 'CPU n BANK b')")
         if "status" not in v:
             return ParseFailure(self.line, "record has no STATUS")
         status = v["status"]
         assert isinstance(status, int)
+        if self.symbolic:
+            status |= (ST_ADDRV if "addr" in v else 0) | (ST_MISCV if "misc" in v else 0)
+            v["status"] = status
         if not status & ST_VAL:
             return ParseFailure(
                 self.line, f"STATUS {status:#018x} has VAL (bit 63) clear: not a valid error"
@@ -171,23 +301,28 @@ class _Draft:
 
 
 def _apply_cpuid(draft: _Draft, eax: int) -> None:
-    base_family = (eax >> 8) & 0xF
-    family = base_family + ((eax >> 20) & 0xFF if base_family == 0xF else 0)
-    model = (eax >> 4) & 0xF
-    if base_family in (0x6, 0xF):
-        model |= ((eax >> 16) & 0xF) << 4
+    family, model = family_model(eax)
     draft.set("family", family)
     draft.set("model", model)
+
+
+def _plain_word(token: str) -> bool:
+    """A word of a sentence (not a keyword, a value or a log prefix)."""
+    return token not in _KEYWORDS and _PROSE_WORD.fullmatch(token) is not None
 
 
 class _Parser:
     def __init__(self) -> None:
         self.out: list[ParsedRecord] = []
         self.draft: _Draft | None = None
+        # The text used mce-inject's own language (symbolic values, commands).
+        self.inject = False
 
     def flush(self) -> None:
         if self.draft is not None:
-            self.out.append(self.draft.finish())
+            item = self.draft.finish(inject=self.inject)
+            if item is not None:
+                self.out.append(item)
             self.draft = None
 
     def open(self, lineno: int) -> _Draft:
@@ -213,62 +348,140 @@ class _Parser:
         return self.open(lineno)
 
     def _scan(self, lineno: int, tokens: list[str]) -> None:
-        i, n = 0, len(tokens)
-
-        def at(k: int) -> str | None:
-            return tokens[k] if k < n else None
-
+        n = len(tokens)
+        if tokens == ["MCE"] or (n == 2 and tokens[0] == "CPU" and _DEC.fullmatch(tokens[1])):
+            # mce-inject record starts: "MCE", or "CPU n" with BANK on a later line.
+            self.inject = True
+            draft = self._header(lineno)
+            if n == 2:
+                draft.set("cpu", _number(tokens[1], 10, "CPU"))
+            return
+        i = 0
         while i < n:
             tok = tokens[i]
-            nxt = at(i + 1)
-            if tok == "CPU" and nxt is not None:
+            if tok == "CPU" and i + 1 < n:
                 i = self._cpu(lineno, tokens, i)
-            elif tok == "Bank" and nxt is not None and nxt.endswith(":"):
-                draft = self.open(lineno)
-                draft.set("bank", _number(nxt, 10, "Bank"))
-                draft.set("status", _number(at(i + 2), 16, "Bank status"))
-                i += 3
-                if at(i) == "at":
-                    draft.set("addr", _number(at(i + 1), 16, "Bank address"))
-                    i += 2
-            elif tok in _REGISTERS:
-                name, base = _REGISTERS[tok]
-                number = _number(nxt, base, tok)
-                if name == "time" and number > _MAX_TIME_S:
-                    raise _Bad(
-                        f"TIME value {number} is out of range: at most {_MAX_TIME_S} seconds "
-                        "(2262-04-11 UTC)"
-                    )
-                self.open(lineno).set(name, number)
-                i += 2
-            elif tok == "RIP":
-                j = i + 1 if at(i + 1) != "!INEXACT!" else i + 2
-                value = at(j) or ""
-                match = _RIP.fullmatch(value)
-                if match is None:
-                    raise _Bad(f"RIP value {value[:40]!r} is not 'cs:ip' in hex")
-                draft = self.open(lineno)
-                draft.set("cs", _number(match.group(1), 16, "RIP cs"))
-                draft.set("ip", _number(match.group(2), 16, "RIP ip"))
-                i = j + 1
-            elif tok == "PROCESSOR":
-                vendor, _, cpuid = (nxt or "").partition(":")
-                number = _number(vendor, 10, "PROCESSOR vendor")
-                draft = self.open(lineno)
-                draft.set("vendor", _VENDOR_BY_NUMBER.get(number, f"vendor-{number}"))
-                _apply_cpuid(draft, _number(cpuid, 16, "PROCESSOR cpuid"))
-                i += 2
-            elif tok == "CPUID" and nxt == "Vendor":
-                draft = self.open(lineno)
-                name = at(i + 2) or ""
-                draft.set("vendor", _VENDOR_BY_NAME.get(name.lower(), name))
-                i += 3
-                for key in ("Family", "Model"):
-                    if at(i) == key:
-                        draft.set(key.lower(), _number(at(i + 1), 10, key))
-                        i += 2
-            else:
+                continue
+            if tok in _INJECT_COMMANDS:
+                self.inject = True
                 i += 1
+                continue
+            try:
+                i = self._item(lineno, tokens, i)
+            except _Bad as exc:
+                if exc.numeric or not self._in_prose(tokens, i):
+                    raise
+                i += 1  # a register word inside a sentence: not a record
+
+    def _in_prose(self, tokens: list[str], i: int) -> bool:
+        """Whether the keyword at ``i`` stands in a sentence rather than a record line."""
+        if i > 0 and _plain_word(tokens[i - 1]):
+            return True
+        tok = tokens[i]
+        value_end = i + 2  # the token after "KEYWORD value"
+        if tok in _FLAG_KEYWORDS and _symbolic(_flag_run(tokens, i), _FLAG_KEYWORDS[tok][1]):
+            return False  # mce-inject words: a record line
+        if tok == "RIP" and i + 1 < len(tokens) and tokens[i + 1] == "!INEXACT!":
+            value_end = i + 3
+        elif tok == "Bank":
+            value_end = i + 3  # "Bank b: status [at addr]"
+            if value_end < len(tokens) and tokens[value_end] == "at":
+                return False
+        return value_end < len(tokens) and tokens[value_end] not in _KEYWORDS
+
+    def _item(self, lineno: int, tokens: list[str], i: int) -> int:
+        """Read the item starting at tokens[i], if it is one; return the next index."""
+        n = len(tokens)
+        tok = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < n else None
+        if tok == "Bank" and nxt is not None and nxt.endswith(":"):
+            bank = _number(nxt, 10, "Bank")
+            status = _number(tokens[i + 2] if i + 2 < n else None, 16, "Bank status")
+            addr = None
+            j = i + 3
+            if j < n and tokens[j] == "at":
+                addr = _number(tokens[j + 1] if j + 1 < n else None, 16, "Bank address")
+                j += 2
+            draft = self.open(lineno)
+            draft.set("bank", bank)
+            draft.set("status", status)
+            if addr is not None:
+                draft.set("addr", addr)
+            return j
+        if tok in _FLAG_KEYWORDS:
+            return self._flags(lineno, tokens, i)
+        if tok in _REGISTERS:
+            name, base = _REGISTERS[tok]
+            number = _number(nxt, base, tok)
+            if name == "time" and number > _MAX_TIME_S:
+                raise _Bad(
+                    f"TIME value {number} is out of range: at most {_MAX_TIME_S} seconds "
+                    "(2262-04-11 UTC)",
+                    numeric=True,
+                )
+            self.open(lineno).set(name, number)
+            return i + 2
+        if tok == "RIP":
+            j = i + 1 if nxt != "!INEXACT!" else i + 2
+            value = tokens[j] if j < n else ""
+            cs: int | None = None
+            match = _RIP.fullmatch(value)
+            if match is not None:
+                cs = _number(match.group(1), 16, "RIP cs")
+                ip = _number(match.group(2), 16, "RIP ip")
+            else:
+                only = _RIP_IP_ONLY.fullmatch(value)
+                if only is None:
+                    raise _Bad(f"RIP value {value[:40]!r} is not '[cs:]ip' in hex")
+                ip = _number(only.group(1), 16, "RIP ip")
+            draft = self.open(lineno)
+            if cs is not None:
+                draft.set("cs", cs)
+            draft.set("ip", ip)
+            return j + 1
+        if tok == "PROCESSOR":
+            vendor_text, _, cpuid = (nxt or "").partition(":")
+            number = _number(vendor_text, 10, "PROCESSOR vendor")
+            eax = _number(cpuid, 16, "PROCESSOR cpuid")
+            draft = self.open(lineno)
+            draft.set("vendor", vendor_name(number) or f"vendor-{number}")
+            _apply_cpuid(draft, eax)
+            return i + 2
+        if tok == "CPUID" and nxt == "Vendor":
+            name = tokens[i + 2] if i + 2 < n else ""
+            found: dict[str, int] = {}
+            j = i + 3
+            for key in ("Family", "Model"):
+                if j < n and tokens[j] == key:
+                    found[key.lower()] = _number(tokens[j + 1] if j + 1 < n else None, 10, key)
+                    j += 2
+            draft = self.open(lineno)
+            draft.set("vendor", vendor_of_word(name))
+            for key, number in found.items():
+                draft.set(key, number)
+            return j
+        return i + 1
+
+    def _flags(self, lineno: int, tokens: list[str], i: int) -> int:
+        """STATUS / MCGSTATUS: one mcelog hex number, or mce-inject words and numbers."""
+        tok = tokens[i]
+        name, words = _FLAG_KEYWORDS[tok]
+        run = _flag_run(tokens, i)
+        if not _symbolic(run, words):
+            # mcelog: a single hex number (or no value, or not a number: an error).
+            value = _number(tokens[i + 1] if i + 1 < len(tokens) else None, 16, tok)
+            self.open(lineno).set(name, value)
+            return i + 2
+        value = 0
+        for word in run:
+            bits = words.get(word.upper())
+            value |= bits if bits is not None else _c_number(word, tok)
+        self.inject = True
+        draft = self.open(lineno)
+        draft.set(name, value)
+        if name == "status":
+            draft.symbolic = True
+        return i + 1 + len(run)
 
     def _cpu(self, lineno: int, tokens: list[str], i: int) -> int:
         """Read a CPU header starting at tokens[i] == "CPU"; return the next index."""
@@ -309,7 +522,7 @@ class _Parser:
 
 
 def parse_mce_text(text: str) -> list[ParsedRecord]:
-    """Parse mcelog / kernel machine-check text into records and per-record failures."""
+    """Parse mcelog / kernel / mce-inject machine-check text into records and failures."""
     parser = _Parser()
     for lineno, line in enumerate(text.splitlines(), start=1):
         parser.feed(lineno, line)

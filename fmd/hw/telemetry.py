@@ -19,6 +19,19 @@ FMRI:
   ``ereport.cpu.generic-x86.mem_ce`` or ``mem_ue`` with ``physaddr`` and, when
   the platform's address decoder knows the address, ``resource`` (the rank's hc
   FMRI) — the memory diagnosis needs nothing else;
+* a memory error without a usable address whose bank names its channel (and
+  DIMM) is attributed to that DIMM when exactly one DIMM of the platform fits
+  (chip of the reporting CPU, ``dram-channel``, ``dimm``; any memory
+  controller): the same memory classes, with the DIMM's hc FMRI as
+  ``resource`` and no ``physaddr``, and the memory diagnosis counts it against
+  the DIMM.  AMD memory errors (SMCA UMC banks, the legacy northbridge's DRAM
+  ECC) take the memory classes even when neither address nor DIMM is known:
+  they are never CPU errors.  An Intel memory-controller error that can be
+  placed nowhere keeps its gcpu class (``mc``);
+* on SMCA parts (family 17h+), a bank of a non-core unit or one that cannot be
+  identified from its IPID becomes ``ereport.cpu.amd.smca.<unit>`` or
+  ``ereport.cpu.amd.smca.unidentified`` (:mod:`fmd.hw.smca`): stored, never
+  diagnosed as a CPU error; core units keep their gcpu class;
 * anything else becomes ``ereport.cpu.generic-x86.<leaf>`` with the decoder's
   payload (``compound_errorname``, ``IA32_MCi_STATUS``, ``severity``, ...);
 * on AMD families 0Fh/10h, a record :func:`fmd.hw.mca_amd.amd_overlay` covers
@@ -31,9 +44,11 @@ a CPU the platform does not have) is rejected with the reason.
 
 Stored form: the error log keeps the raw registers once, not both raw and as
 decoded strings.  A decoded record's payload is stored as ``{"__mca": <the
-record in wire form, without its time>, "cpuid": ..., "resource": ...}``:
-the raw record plus the members that depend on the platform that received it
-(a log read on another machine still names the right rank).  Every other
+record in wire form, without its time and a zero MCG_STATUS>, "cpuid": ...,
+"resource": ...}``: the raw record plus the members that depend on the
+platform that received it (a log read on another machine still names the right
+rank or DIMM).  MCG_CAP is kept whenever the source gave it, zero included: an
+absent ``mcgcap`` means "not reported", which grades differently.  Every other
 member (``compound_errorname``, ``severity``, ``physaddr``, the AMD refinement,
 ...) is a pure function of the registers and is derived again when the record
 is read (:func:`expand_stored`).  The payload the modules receive live is made
@@ -52,7 +67,7 @@ from typing import Any, Final
 import orjson
 
 from fmd.errors import EventRejected, FmdError
-from fmd.hw.mca import DecodedMca, McaRecord, decode, memory_class
+from fmd.hw.mca import DecodedMca, McaRecord, decode, memory_class, memory_severity_class
 from fmd.hw.mca_amd import amd_overlay
 from fmd.hw.topo import Platform
 from fmd.protocol import EnaGenerator, Ereport, HcFmri, parse_ena, parse_time, utc_iso
@@ -227,11 +242,17 @@ def _decode_registers(raw: Mapping[str, Any], platform: Platform) -> _Decoded:
     physaddr = _memory_address(decoded)
     cls = decoded.ereport_class
     stored: dict[str, Any] = {RAW_MEMBER: _raw_form(record), "cpuid": cpu}
-    if physaddr is not None:
-        cls = memory_class(decoded) or cls
-        rank = platform.decode_address(physaddr)
-        if rank is not None:
-            stored["resource"] = _text(rank)
+    if decoded.is_memory:
+        where = platform.decode_address(physaddr) if physaddr is not None else None
+        if where is None:
+            where = _dimm_at(platform, cpu, decoded.memory_channel, decoded.memory_dimm)
+        if where is not None:
+            stored["resource"] = _text(where)
+        if physaddr is not None or where is not None or decoded.memory_only:
+            cls = memory_severity_class(decoded)
+    elif decoded.smca is not None:
+        # Non-core SMCA units and unidentified banks: never a CPU error.
+        cls = decoded.smca.ereport_class or cls
     # AMD family 0Fh/10h overlay: the refined ereport.cpu.amd.* class (and, for
     # DRAM ECC, the syndrome) replaces the generic class; physaddr/resource stay.
     refined = amd_overlay(record, decoded)
@@ -257,8 +278,53 @@ def _raw_form(record: McaRecord) -> dict[str, Any]:
     return raw
 
 
-# Registers record_from_json takes as zero when absent.
-_DEFAULT_ZERO: Final = ("mcgstatus", "mcgcap")
+# Registers record_from_json takes as zero when absent.  Not mcgcap: an absent
+# MCG_CAP is unknown (None), which decodes differently from a reported zero.
+_DEFAULT_ZERO: Final = ("mcgstatus",)
+
+
+# Per platform: (chip, dram-channel) -> [(dimm instance, DIMM hc FMRI)], over
+# every memory controller of the chip.
+_DIMMS: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], list[tuple[int, HcFmri]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_DIMM_PATH: Final = ("motherboard", "chip", "memory-controller", "dram-channel", "dimm")
+
+
+def _dimm_index(platform: Platform) -> dict[tuple[int, int], list[tuple[int, HcFmri]]]:
+    index = _DIMMS.get(platform)
+    if index is None:
+        index = {}
+        for node in platform.nodes():
+            pairs = node.fmri.hc_list
+            if tuple(name for name, _ in pairs) != _DIMM_PATH:
+                continue
+            try:
+                chip, channel, dimm = int(pairs[1][1]), int(pairs[3][1]), int(pairs[4][1])
+            except ValueError:
+                continue
+            index.setdefault((chip, channel), []).append((dimm, node.fmri))
+        _DIMMS[platform] = index
+    return index
+
+
+def _dimm_at(platform: Platform, cpu: int, channel: int | None, dimm: int | None) -> HcFmri | None:
+    """The DIMM a memory error lies on, from the channel (and DIMM, if known) its
+    bank names, on the chip of the CPU that logged it; None unless exactly one
+    DIMM of the platform fits (the bank does not say which memory controller of
+    the chip, so a channel number two controllers share names no DIMM)."""
+    if channel is None:
+        return None
+    try:
+        chip = platform.chip_of_cpu(cpu)
+    except LookupError:
+        return None
+    found = [
+        fmri
+        for d, fmri in _dimm_index(platform).get((chip, channel), ())
+        if dimm is None or d == dimm
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def _memory_address(decoded: DecodedMca) -> int | None:

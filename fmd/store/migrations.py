@@ -104,6 +104,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0006_case_ereports", lambda conn: _add_column(conn, "cases", "ereports")),
     Migration("0007_errlog_counts", lambda conn: _add_columns(conn, "errlog", "count", "last_ns")),
     Migration("0008_log_rowid_ids", _rowid_ids),
+    Migration("0009_source_positions", lambda conn: _add_column(conn, "xprt_offsets", "position")),
 )
 
 

@@ -80,6 +80,20 @@ def load_offsets(conn: Connection) -> dict[str, tuple[str, int]]:
     return {r.name: (r.ident, r.offset) for r in conn.execute(select(t))}
 
 
+def load_positions(conn: Connection) -> dict[str, tuple[str, int, str | None]]:
+    """Committed read positions of every transport: name -> (identity, offset, document)."""
+    t = schema.xprt_offsets
+    rows = conn.execute(select(t.c.name, t.c.ident, t.c.offset, t.c.position))
+    return {r.name: (r.ident, r.offset, r.position) for r in rows}
+
+
+def recent_enas(conn: Connection, limit: int) -> list[tuple[int, int]]:
+    """(ENA, time) of the newest ``limit`` error-log records, oldest first."""
+    t = schema.errlog
+    rows = conn.execute(select(t.c.ena, t.c.time_ns).order_by(t.c.id.desc()).limit(limit)).all()
+    return [(schema.ena_from_db(r.ena), r.time_ns) for r in reversed(rows)]
+
+
 def frontier(conn: Connection, log_name: str) -> int:
     """The commit frontier of a log: every id at or below it is committed."""
     t = schema.log_frontier

@@ -12,7 +12,8 @@ Tables:
 ``checkpoints``   one JSON document per module (buffers, private data, progress).
 ``serd_engines``  one row per SERD engine of a module (its N, T and event references),
                   rewritten only when the engine changes.
-``xprt_offsets``  read positions of followed files, committed with their events.
+``xprt_offsets``  read positions of followed files and host sources, committed with
+                  their events.
 ``log_frontier``  per log, the highest id below which everything is committed.
 ``hw_state``      the simulated hardware state the retire agent's sim backend keeps:
                   one row per CPU (``kind`` "cpu", ``ident`` the cpuid, ``state``
@@ -167,6 +168,9 @@ xprt_offsets = Table(
     Column("name", Text, primary_key=True),
     Column("ident", String(128), nullable=False),
     Column("offset", BigInteger, nullable=False),
+    # A host source's fuller position as a JSON document (per-CPU timestamps,
+    # per-counter values); NULL for followed files.
+    Column("position", Text, nullable=True),
 )
 
 # The commit frontier of each log: every id <= committed_upto is committed and

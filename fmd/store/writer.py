@@ -348,8 +348,10 @@ class WriteTxn:
     def save_response(self, values: Mapping[str, Any]) -> None:
         self.upsert(schema.responses, values, ["uuid", "idx", "module"])
 
-    def set_offset(self, name: str, ident: str, offset: int) -> None:
-        self.upsert(schema.xprt_offsets, {"name": name, "ident": ident, "offset": offset}, ["name"])
+    def set_offset(self, name: str, ident: str, offset: int, position: str | None = None) -> None:
+        """Commit a transport's read position (``position``: a JSON document or None)."""
+        values = {"name": name, "ident": ident, "offset": offset, "position": position}
+        self.upsert(schema.xprt_offsets, values, ["name"])
 
     def flush(self) -> None:
         """Write the coalesced cases and checkpoints (the writer calls this last)."""

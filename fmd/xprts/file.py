@@ -164,20 +164,10 @@ class FileTransport:
         # Wait for each commit: the committed offset must never pass a line
         # whose events failed to store.
         while not self._stop.is_set():
-            done = threading.Event()
-            result: list[BaseException | None] = []
-
-            def finished(
-                error: BaseException | None,
-                result: list[BaseException | None] = result,
-                done: threading.Event = done,
-            ) -> None:
-                result.append(error)
-                done.set()
-
-            self.ingest.submit(events, self.stats, finished, offset=(self.name, ident, offset))
-            done.wait()
-            if result[0] is None:
+            error = self.ingest.submit_and_wait(
+                events, self.stats, (self.name, ident, offset, None)
+            )
+            if error is None:
                 return
-            log.error("xprt_file_store_failed", path=str(self.path), error=str(result[0]))
+            log.error("xprt_file_store_failed", path=str(self.path), error=str(error))
             self._stop.wait(1.0)

@@ -38,7 +38,7 @@ from fmd.errors import EventRejected, TransportError
 from fmd.log import Once
 from fmd.log import exception_signature as _signature
 from fmd.protocol import Ereport
-from fmd.xprt import Ingest, XprtStats
+from fmd.xprt import DuplicateEvent, Ingest, XprtStats
 
 log = structlog.get_logger("fmd.xprt.socket")
 
@@ -289,6 +289,10 @@ class SocketTransport:
                     self.ingest.rejected(self.stats, exc)
                     raise exc
                 ev = self.ingest.decode(line, self.stats, now)
+            except DuplicateEvent as dup:
+                # Stored before (fmd.hw.dedup): acknowledged, not stored again.
+                replies.append(b'{"ok":true,"duplicate":true,"ena":%d}\n' % dup.ena)
+                continue
             except EventRejected as exc:
                 replies.append(orjson.dumps({"ok": False, "error": str(exc)}) + b"\n")
                 continue
