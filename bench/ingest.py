@@ -153,6 +153,13 @@ class Daemon:
 # -- what is sent ---------------------------------------------------------------
 
 
+# Time-stamp counters of the records (a 2 GHz clock, records 1 ms apart): real
+# kernel records carry one, and it is part of what tells two of them apart
+# (fmd.hw.dedup).
+TSC0 = 0x1_0000_0000
+TSC_STEP = 2_000_000
+
+
 def mix_lines(n: int, seed: int = 1) -> Iterator[bytes]:
     """The realistic mix (see the module doc), one wire line each."""
     rng = random.Random(seed)
@@ -177,6 +184,7 @@ def mix_lines(n: int, seed: int = 1) -> Iterator[bytes]:
             )
             continue
         mca["time"] = t
+        mca["tsc"] = hex(TSC0 + i * TSC_STEP)  # as the kernel logs it: each record its own
         yield orjson.dumps({"mca": mca})
 
 
@@ -187,6 +195,7 @@ def storm_lines(n: int) -> Iterator[bytes]:
         addr = DIMM0 + (i % STORM_PAGES) * 0x8000
         mca = {"cpu": 0, "bank": 8, "status": MEM_CE, "addr": hex(addr), "misc": MEM_MISC}
         mca["time"] = T0 + i // 1000
+        mca["tsc"] = hex(TSC0 + i * TSC_STEP)
         yield orjson.dumps({"mca": mca})
 
 

@@ -11,7 +11,7 @@ the same chunk of input are merged into the first of them, which is stored
 once with a ``count`` and the time of the last one (``last_ns``).
 
 "Identical" means the same class, detector, payload and injected flag; the
-ENA and the time do not count.  The counts stay exact: every merged ereport is
+ENA, the time and a raw record's TSC do not count.  The counts stay exact: every merged ereport is
 acknowledged (after the record holding it is committed, as always), the SERD
 engines count a merged record as its ``count`` errors over its time span
 (:mod:`fmd.serd`), and cases count it likewise (``fmadm faulty``'s Ereports
@@ -39,7 +39,8 @@ Key = tuple[str, str | None, str | None, bool]
 
 def key_of(ev: Ereport) -> Key:
     """What makes two ereports identical for coalescing."""
-    return ev.cls, ev.detector_str, ev.payload_text, ev.injected
+    text = ev.key_text if ev.key_text is not None else ev.payload_text
+    return ev.cls, ev.detector_str, text, ev.injected
 
 
 class Coalescer:

@@ -27,6 +27,7 @@ engine again.
 from __future__ import annotations
 
 import hashlib
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -37,6 +38,7 @@ from fmd.protocol import ena_format2
 from fmd.protocol.timefmt import parse_time
 
 MAX_ENTRIES: Final = 65536
+_U64_MASK: Final = (1 << 64) - 1
 DEFAULT_WINDOW_NS: Final = 30 * 24 * 3600 * 10**9
 _NS_PER_S: Final = 10**9
 # ENA format 2 keeps 54 bits of value.
@@ -68,7 +70,9 @@ def record_identity(raw: Mapping[str, Any]) -> tuple[int, ...] | None:
     tsc = _number(raw.get("tsc")) or 0
     time_value = raw.get("time")
     seconds = -1
-    if time_value is not None:
+    if type(time_value) is int:
+        seconds = time_value  # epoch seconds, the kernel's own form
+    elif time_value is not None:
         try:
             seconds = parse_time(time_value) // _NS_PER_S
         except Exception:
@@ -96,8 +100,10 @@ def record_identity(raw: Mapping[str, Any]) -> tuple[int, ...] | None:
 
 
 def identity_ena(identity: tuple[int, ...]) -> int:
-    """The format-2 ENA that stands for ``identity``."""
-    digest = hashlib.blake2b(repr(identity).encode(), digest_size=8).digest()
+    """The format-2 ENA that stands for ``identity`` (a stable hash: the same in
+    every process and version, since stored ENAs are compared after restarts)."""
+    packed = struct.pack(f"<{len(identity)}Q", *(v & _U64_MASK for v in identity))
+    digest = hashlib.blake2b(packed, digest_size=8).digest()
     value = int.from_bytes(digest, "big") & ((1 << _VALUE_BITS) - 1)
     return ena_format2(_IDENTITY_GENERATION, value)
 

@@ -182,7 +182,7 @@ def mca_ereport(
     raw = obj.get("mca")
     if not isinstance(raw, Mapping):
         raise EventRejected("'mca' must be an object of MCA registers")
-    decoded = _decoded(raw, platform)
+    decoded, stored_text = _decoded(raw, platform)
     raw_time = raw.get("time")
     time_ns = parse_time(raw_time) if raw_time is not None else now_ns
     injected = obj.get("__injected", False)
@@ -199,14 +199,42 @@ def mca_ereport(
         detector_str=decoded.strand_str,
         payload=dict(decoded.payload),
         injected=injected,
-        payload_text=decoded.payload_text,
+        payload_text=decoded.payload_text if stored_text is None else stored_text,
+        # Records that differ only in their TSC are identical for coalescing.
+        key_text=decoded.payload_text,
     )
 
 
-def _decoded(raw: Mapping[str, Any], platform: Platform) -> _Decoded:
-    """The record's decoding, from the cache when these registers were seen before."""
+def _decoded(raw: Mapping[str, Any], platform: Platform) -> tuple[_Decoded, str | None]:
+    """The record's decoding (from the cache when these registers were seen before),
+    and its stored text when it differs from the cached one (a record with a TSC).
+
+    The time and the TSC are different in every record the kernel logs and decide
+    nothing of what it decodes to: they are left out of the cache key; the TSC, kept
+    in the stored raw record, is put back into the stored text.
+    """
     registers = dict(raw)
-    registers.pop("time", None)  # all but the time decide what a record decodes to
+    registers.pop("time", None)
+    tsc = registers.pop("tsc", None)
+    found = _decoded_registers(registers, platform)
+    if tsc is None:
+        return found, None
+    value = _int("tsc", tsc)
+    if not 0 <= value <= _U64_MAX:
+        raise EventRejected(f"mca: MCA record tsc={value:#x} does not fit in 64 bits")
+    # The stored text starts with the raw record, a flat object: its first '}'
+    # closes it.
+    text = found.payload_text
+    end = text.index("}")
+    return found, f'{text[:end]},"tsc":"0x{value:x}"{text[end:]}'
+
+
+_U64_MAX: Final = (1 << 64) - 1
+
+
+def _decoded_registers(registers: dict[str, Any], platform: Platform) -> _Decoded:
+    """The decoding of ``registers`` (no time, no TSC), cached per platform."""
+    raw = registers
     key: tuple[Any, ...] | None = None
     if {v.__class__ for v in registers.values()} <= _KEYABLE:
         key = tuple(registers.items())

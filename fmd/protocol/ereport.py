@@ -56,6 +56,9 @@ class Ereport:
     # it stands for, and when the last of them happened (None: just one).
     count: int = 1
     last_ns: int | None = None
+    # What makes the payload identical to another's for coalescing, when that is
+    # not all of ``payload_text`` (a raw record's TSC differs in every record).
+    key_text: str | None = field(default=None, compare=False)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The wire form (``time`` as ISO 8601 UTC to the microsecond)."""
