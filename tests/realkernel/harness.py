@@ -1,0 +1,266 @@
+"""Boot a real Debian kernel under QEMU and run a script inside it with the host's fmd.
+
+The guest is a busybox initramfs that mounts the host's root read-only over 9p
+(virtio), a tmpfs on ``/mnt`` for writable state, ``/proc``, ``/sys``, ``/dev``
+and tracefs, then ``chroot``s into the host's root and runs the given shell
+script: the host's venv and its installed fmd run unchanged in the guest.  The
+QEMU monitor is a Unix socket, so a test injects machine checks
+(``mce CPU BANK STATUS MCGSTATUS ADDR MISC``) while the guest runs.
+
+Steps (each logged with its time; a failure names the step and shows the tail
+of the guest console):
+
+1. ``packages``: qemu-system-x86, busybox-static and cpio from Debian's
+   registry with ``apt-get`` when missing (root only);
+2. ``kernel``: the image package ``linux-image-amd64`` depends on, fetched with
+   ``apt-get download`` and extracted once into the user's cache directory
+   (``$XDG_CACHE_HOME/fmd-qemu``, else ``~/.cache/fmd-qemu``);
+3. ``initramfs``: busybox, the virtio/9p modules, the init script;
+4. ``boot``: QEMU in pure emulation (no KVM needed), the console read line by
+   line; the guest script talks to the test by printing marker lines.
+
+Facts behind it: ../shared/reference/real-kernel-harness.md.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+PACKAGES: Final = ("qemu-system-x86", "busybox-static", "cpio")
+QEMU: Final = "qemu-system-x86_64"
+BUSYBOX: Final = Path("/bin/busybox")
+KERNEL_META: Final = "linux-image-amd64"
+# Loaded in this order (each module names its dependencies in its modinfo).
+MODULES: Final = (
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "netfs",
+    "fscache",
+    "9pnet",
+    "9pnet_virtio",
+    "9p",
+)
+# The guest prints this line when its script ends, with the script's exit code.
+EXIT_MARK: Final = "@@GUEST-EXIT"
+BOOT_TIMEOUT_S: Final = 240.0
+# Terminal control sequences the firmware writes to the console.
+_ANSI: Final = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]|[A-Za-z])")
+
+_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in {modules}; do insmod /mods/$m.ko || echo "@@INSMOD-FAILED $m"; done
+mkdir -p /host
+mount -t 9p -o trans=virtio,version=9p2000.L,ro host /host || echo "@@9P-FAILED"
+mount -t tmpfs tmpfs /host/mnt
+mount --bind /proc /host/proc
+mount --bind /sys /host/sys
+mount --bind /dev /host/dev
+mount -t tracefs tracefs /host/sys/kernel/tracing
+chroot /host /bin/sh {script} > /dev/console 2>&1
+echo "{exit_mark} $?"
+poweroff -f
+"""
+
+
+class HarnessError(Exception):
+    """A step of the harness failed; the message names it."""
+
+
+class Unavailable(Exception):
+    """QEMU or the packages cannot be had here (the tests skip with this reason)."""
+
+
+def _log(step: str, started: float, detail: str = "") -> None:
+    """One step done, with its time (on stderr, where pytest shows it on failure)."""
+    sys.stderr.write(f"[harness] {step}: {time.monotonic() - started:.1f} s {detail}\n")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fmd-qemu"
+
+
+def ensure_packages() -> None:
+    """Install what is missing with apt-get (root only), else say why not."""
+    missing = [p for p, tool in zip(PACKAGES, (QEMU, str(BUSYBOX), "cpio"), strict=True)
+               if shutil.which(tool) is None and not Path(tool).exists()]  # fmt: skip
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise Unavailable(f"needs {', '.join(missing)} (apt-get as root)")
+    started = time.monotonic()
+    out = subprocess.run(
+        ["apt-get", "install", "-y", "-q", *missing],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        check=False,
+    )
+    if out.returncode != 0:
+        raise Unavailable(f"apt-get install {' '.join(missing)} failed: {out.stderr[-300:]}")
+    _log("packages", started, " ".join(missing))
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An extracted Debian kernel: its image and its module tree."""
+
+    release: str
+    vmlinuz: Path
+    modules: Path
+
+
+def ensure_kernel() -> Kernel:
+    """The Debian kernel the meta package depends on, downloaded and extracted once."""
+    started = time.monotonic()
+    dep = subprocess.run(
+        ["apt-cache", "depends", KERNEL_META], capture_output=True, text=True, check=False
+    )
+    names = [
+        line.split(":", 1)[1].strip()
+        for line in dep.stdout.splitlines()
+        if line.strip().startswith("Depends:") and "linux-image-" in line
+    ]
+    if not names:
+        raise Unavailable(f"apt-cache knows no {KERNEL_META}")
+    package = names[0]
+    release = package.removeprefix("linux-image-")
+    root = cache_dir() / release
+    vmlinuz = root / "boot" / f"vmlinuz-{release}"
+    if not vmlinuz.exists():
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=cache_dir()))
+        out = subprocess.run(
+            ["apt-get", "download", package], cwd=work, capture_output=True, text=True, check=False
+        )
+        debs = list(work.glob("*.deb"))
+        if out.returncode != 0 or not debs:
+            raise Unavailable(f"apt-get download {package} failed: {out.stderr[-300:]}")
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
+        shutil.rmtree(work, ignore_errors=True)
+        _log("kernel", started, f"{package} extracted to {root}")
+    return Kernel(release, vmlinuz, root / "lib" / "modules" / release)
+
+
+def build_initramfs(kernel: Kernel, script: Path, out: Path) -> Path:
+    """The initramfs (gzip'd newc cpio) that runs ``script`` in the host's root."""
+    started = time.monotonic()
+    tree = Path(tempfile.mkdtemp(prefix="fmd-initramfs-"))
+    try:
+        for d in ("bin", "mods", "proc", "sys", "dev", "host"):
+            (tree / d).mkdir()
+        shutil.copy(BUSYBOX, tree / "bin" / "busybox")
+        for name in MODULES:
+            found = next(kernel.modules.rglob(f"{name}.ko"), None)
+            if found is None:
+                raise HarnessError(f"initramfs: module {name}.ko not in {kernel.modules}")
+            shutil.copy(found, tree / "mods" / f"{name}.ko")
+        init = tree / "init"
+        init.write_text(_INIT.format(modules=" ".join(MODULES), script=script, exit_mark=EXIT_MARK))
+        init.chmod(0o755)
+        files = subprocess.run(["find", "."], cwd=tree, capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["cpio", "-o", "-H", "newc", "--quiet"], cwd=tree, input=files,
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        out.write_bytes(gzip.compress(archive, compresslevel=1))
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    _log("initramfs", started, str(out))
+    return out
+
+
+@dataclass
+class Guest:
+    """A running guest: its console lines, its monitor, and its exit code."""
+
+    proc: subprocess.Popen[bytes]
+    monitor_path: Path
+    console: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    _lock: threading.Condition = field(default_factory=threading.Condition)
+
+    def _reader(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = _ANSI.sub("", raw.decode(errors="replace")).rstrip("\r\n")
+            with self._lock:
+                self.console.append(line)
+                if line.startswith(EXIT_MARK):
+                    self.exit_code = int(line.split()[1])
+                self._lock.notify_all()
+        with self._lock:
+            self._lock.notify_all()
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float) -> str:
+        """The first console line (from the start) for which ``predicate`` holds."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._lock:
+            while True:
+                for line in self.console[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(self.console)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and seen == len(self.console)):
+                    raise HarnessError(
+                        "boot: the awaited console line did not come; console tail:\n"
+                        + "\n".join(self.console[-40:])
+                    )
+                self._lock.wait(min(left, 1.0))
+
+    def monitor(self, command: str) -> str:
+        """Run one HMP command on the QEMU monitor; its output."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(self.monitor_path))
+            s.recv(4096)  # the banner and prompt
+            s.sendall(command.encode() + b"\n")
+            time.sleep(0.3)
+            return s.recv(65536).decode(errors="replace")
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the guest's script to end and QEMU to exit; the script's exit code."""
+        self.wait_for(lambda line: line.startswith(EXIT_MARK), timeout)
+        self.proc.wait(60)
+        assert self.exit_code is not None
+        return self.exit_code
+
+
+def boot(kernel: Kernel, initrd: Path, workdir: Path, *, cpus: int = 2) -> Guest:
+    """Start QEMU on ``kernel`` and ``initrd``; the guest runs its script at once."""
+    monitor = workdir / "monitor.sock"
+    args = [
+        QEMU, "-machine", "q35", "-cpu", "max", "-m", "1024", "-smp", str(cpus),
+        "-nographic", "-no-reboot", "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
+        "-append", "console=ttyS0 panic=-1 quiet",
+        "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
+        "-monitor", f"unix:{monitor},server,nowait",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    guest = Guest(proc, monitor)
+    threading.Thread(target=guest._reader, daemon=True).start()
+    return guest
