@@ -44,7 +44,10 @@ def test_auto_on_a_modern_kernel_picks_tracefs_and_trims_the_kernel_log(tmp_path
         kmsg = kinds["KmsgSource"]
         assert isinstance(kmsg, KmsgSource) and isinstance(kinds["TracefsSource"], TracefsSource)
         assert kmsg.forms == ALL_FORMS - MCE_FORMS - {FORM_EDAC}
-        assert host.choice["edac"] == "auto: another source carries its events"
+        assert (
+            host.choice["edac"] == "auto: ras:mc_event or the kernel log carries the memory errors"
+        )
+        assert host.choice["mcelog"] == "auto: no /dev/mcelog here"
 
 
 def test_auto_off_the_linux_platform_builds_nothing_but_a_followed_database(

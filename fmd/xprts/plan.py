@@ -94,6 +94,14 @@ def plan_sources(switches: dict[str, str], offer: HostOffer, *, auto_ok: bool) -
         skip.add(FORM_MCE)
     if mc_event:
         skip.add(FORM_EDAC)
+    # Why auto leaves a source out on this host.
+    left_out = {
+        TRACEFS: "no tracefs with mce:mce_record here",
+        MCELOG: "no /dev/mcelog here" if not offer.mcelog else "tracefs carries the machine checks",
+        EDAC: "ras:mc_event or the kernel log carries the memory errors",
+        KMSG: "",
+        PSTORE: "",
+    }
     for name, on in (
         (TRACEFS, tracefs),
         (MCELOG, mcelog),
@@ -103,16 +111,16 @@ def plan_sources(switches: dict[str, str], offer: HostOffer, *, auto_ok: bool) -
     ):
         if on:
             plan.run.append(name)
-        plan.why[name] = _why(name, switches.get(name, AUTO), on, auto_ok)
+        plan.why[name] = _why(name, switches.get(name, AUTO), on, auto_ok, left_out[name])
     plan.kmsg_skip = frozenset(skip) if kmsg else frozenset()
     return plan
 
 
-def _why(name: str, switch: str, on: bool, auto_ok: bool) -> str:
+def _why(name: str, switch: str, on: bool, auto_ok: bool, left_out: str) -> str:
     if switch == ON:
         return f"xprt.{name} is on"
     if switch == OFF:
         return f"xprt.{name} is off"
     if not auto_ok:
         return "auto: only on the linux platform as root"
-    return "auto: chosen for this host" if on else "auto: another source carries its events"
+    return "auto: chosen for this host" if on else f"auto: {left_out}"
