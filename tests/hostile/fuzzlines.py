@@ -29,8 +29,7 @@ MARK = "fuzzmark"
 """The payload member that carries a valid event's unique marker."""
 
 # Machine-check text from mcelog's and Xen's test inputs (the conformance corpus in
-# shared/conformance holds them with their sources); more are read from there when the
-# directory is beside the repository.
+# tests/conformance holds them with their sources); the whole corpus is added from there.
 SEED_MCE: tuple[str, ...] = (
     "CPU 0 2\nSTATUS 1234\nTSC 3062652eaab\nRIP 3f:<5678>\nMCGSTATUS 0x123\n",
     "CPU 0 BANK 1\nSTATUS 1234\nTSC 3062652eaab\nRIP 3f:<5678>\nPROCESSOR 0:6f5\n"
@@ -94,8 +93,8 @@ _INJ_WORDS = (
 
 
 def conformance_mce(repo: Path) -> list[str]:
-    """The machine-check inputs of shared/conformance beside ``repo``, when it is there."""
-    base = repo.parent / "shared" / "conformance"
+    """The machine-check inputs of the conformance corpus (tests/conformance)."""
+    base = repo / "tests" / "conformance"
     texts = []
     for sub in ("mcelog-tests", "mcelog-ascii", "xen"):
         folder = base / sub
