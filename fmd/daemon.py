@@ -505,11 +505,11 @@ class Daemon:
         )
         self.ingest = ingest
         with self.store.reader() as conn:
-            offsets = queries.load_offsets(conn)
             positions = queries.load_positions(conn)
         for f in [x.strip() for x in p.get_str("xprt.file").split(",") if x.strip()]:
             path = Path(f) if os.path.isabs(f) else self.paths.root / f
-            t = FileTransport(ingest, path, offsets.get(f"file:{path}"))
+            found = positions.get(f"file:{path}")
+            t = FileTransport(ingest, path, None if found is None else (found[0], found[1]))
             t.start()
             self._transports.append(t)
         # The host's own error sources: auto picks them on the linux platform as root.

@@ -10,15 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fmd.errors import EventRejected
+from fmd.hw.cpuid import LINUX_VENDORS, XEN_VENDORS
+from fmd.hw.cpuid import family_model as cpuid_family_model
 from fmd.hw.mce_struct import (
     FIELDS,
-    LINUX_VENDORS,
     MCE_RECORD_LEN,
     OLDEST_RECORD_LEN,
-    XEN_VENDORS,
     MceReject,
     MceWire,
-    cpuid_family_model,
     decode_record,
     decode_records,
     encode_record,

@@ -276,7 +276,7 @@ def test_upserts_replace_rows(store: Store) -> None:
     writer.stop()
     with store.reader() as conn:
         assert queries.load_checkpoints(conn) == {"m": '{"n": 2}'}
-        assert queries.load_offsets(conn) == {"file:/x": ("1:2", 20)}
+        assert queries.load_positions(conn) == {"file:/x": ("1:2", 20, None)}
         rows = conn.execute(select(schema.cases.c.uuid, schema.cases.c.diag_time_ns)).all()
         assert [tuple(r) for r in rows] == [("u1", 2)]
         assert queries.suspect_statuses(conn, ["u1"]) == {"u1": [2]}

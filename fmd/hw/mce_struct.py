@@ -62,12 +62,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-# The vendor tables and the CPUID arithmetic live in fmd.hw.cpuid; they are
-# re-exported here for the readers of /dev/mcelog that choose a table.
-from fmd.hw.cpuid import LINUX_VENDORS as LINUX_VENDORS
-from fmd.hw.cpuid import XEN_VENDORS as XEN_VENDORS
-from fmd.hw.cpuid import family_model as cpuid_family_model
-from fmd.hw.cpuid import vendor_name
+from fmd.hw.cpuid import LINUX_VENDORS, family_model, vendor_name
 
 # The length of today's record, and of the oldest layout this module reads.
 MCE_RECORD_LEN: Final = 128
@@ -175,7 +170,7 @@ def decode_record(
     if vendor is not None:
         mca["vendor"] = vendor
     if f.get("cpuid"):
-        mca["family"], mca["model"] = cpuid_family_model(f["cpuid"])
+        mca["family"], mca["model"] = family_model(f["cpuid"])
     if "socketid" in f:
         mca["socket"] = f["socketid"]
     if "apicid" in f:

@@ -74,12 +74,6 @@ def load_serd(conn: Connection) -> dict[str, dict[str, str]]:
     return out
 
 
-def load_offsets(conn: Connection) -> dict[str, tuple[str, int]]:
-    """Committed read positions of followed files: name -> (identity, offset)."""
-    t = schema.xprt_offsets
-    return {r.name: (r.ident, r.offset) for r in conn.execute(select(t))}
-
-
 def load_positions(conn: Connection) -> dict[str, tuple[str, int, str | None]]:
     """Committed read positions of every transport: name -> (identity, offset, document)."""
     t = schema.xprt_offsets

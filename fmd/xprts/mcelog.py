@@ -63,12 +63,11 @@ from typing import Any, ClassVar, Final
 
 import structlog
 
+from fmd.hw.cpuid import LINUX_VENDORS, XEN_VENDORS
 from fmd.hw.mce_struct import (
-    LINUX_VENDORS,
     MAX_RECORD_LEN,
     MCE_RECORD_LEN,
     OLDEST_RECORD_LEN,
-    XEN_VENDORS,
     MceReject,
     decode_records,
 )

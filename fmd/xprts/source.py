@@ -141,7 +141,8 @@ class Source(ABC):
         return self._stop.wait(seconds)
 
     def describe(self) -> dict[str, Any]:
-        """State, reason and position, for fmadm config."""
+        """State, reason and position (tests and debugging; fmd's commands show the
+        state and reason from :class:`~fmd.xprt.XprtStats`)."""
         pos = self.position
         return {
             "name": self.name,
