@@ -38,13 +38,7 @@ from fmd.coalesce import Coalescer, Window
 from fmd.errors import EventRejected, StoreRefused
 from fmd.hw.dedup import HardwareDedup, identity_ena, is_identity_ena, record_identity
 from fmd.hw.events import dimm_of_payload
-from fmd.hw.memdedup import (
-    FIRMWARE_RECORD_CLASSES,
-    MEMORY_CLASSES,
-    MemoryPairing,
-    firmware_memory_class,
-    report_of,
-)
+from fmd.hw.memdedup import MEMORY_CLASSES, MemoryPairing, report_of
 from fmd.hw.telemetry import mca_ereport
 from fmd.hw.topo import Platform
 from fmd.log import Once, RateLimiter
@@ -267,8 +261,6 @@ class Ingest:
                 ev = mca_ereport(obj, self.platform, now_ns=now, ena_gen=self.ena)
                 if self.dedup is not None and obj.get("ena") is None:
                     self._identify(ev, obj["mca"], stats)
-                if ev.cls in FIRMWARE_RECORD_CLASSES:
-                    ev.cls = firmware_memory_class(ev) or ev.cls
                 memory = ev.cls in MEMORY_CLASSES
                 own_time = memory and obj["mca"].get("time") is not None
             else:

@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fmd.hw.events import MEM_CE_CLASS, MEM_UE_CLASS
+from fmd.hw.mca import MEM_CE_CLASS, MEM_UE_CLASS
 from fmd.xprts.edac import (
     NO_MC_REASON,
     RESET_REASON,

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from fmd.errors import TransportError
 from fmd.hw import rasdaemon as rd
-from fmd.hw.events import AER_CLASS_PREFIX, MEM_CE_CLASS, MEM_UE_CLASS, MEMORY_FAILURE_CLASS
+from fmd.hw.events import AER_CLASS_PREFIX, MEMORY_FAILURE_CLASS
+from fmd.hw.mca import MEM_CE_CLASS, MEM_UE_CLASS
 from fmd.xprts.rasdaemon import RasdaemonSource, import_database, source_name
 from fmd.xprts.source import STATE_RUN
 from tests.fmdproc import FmdProcess, cli

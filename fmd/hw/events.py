@@ -39,11 +39,10 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from fmd.hw.mca import MEM_CE_CLASS, MEM_UE_CLASS
 from fmd.hw.topo import Platform
 from fmd.protocol import HcFmri
 
-MEM_CE_CLASS: Final = "ereport.cpu.generic-x86.mem_ce"
-MEM_UE_CLASS: Final = "ereport.cpu.generic-x86.mem_ue"
 MEMORY_FAILURE_CLASS: Final = "ereport.os.linux.memory_failure"
 AER_CLASS_PREFIX: Final = "ereport.io.pcie.aer."
 THERMAL_CLASS: Final = "ereport.cpu.generic-x86.thermal"

@@ -75,8 +75,8 @@ Where its address is usable (Intel rules, LSB <= 12) it decodes to a memory
 ereport with ``physaddr`` and pairs with the section as an ``mce`` form.  Where
 it is not (an error radius wider than a page, or an AMD host, whose rules do
 not read such a bank) it decodes to a gcpu ``mc`` or an unidentified SMCA
-bank: :func:`firmware_memory_class` makes it a memory ereport without an
-address instead (memory, channel unknown: the diagnosis counts it as
+bank, which the decoder (:func:`fmd.hw.telemetry.is_firmware_record`) makes a
+memory ereport without an address instead (memory, channel unknown: the diagnosis counts it as
 unresolved, never as a CPU or bus fault), and it still pairs with the
 section by the page of its ADDR register, the address the firmware gave.
 """
@@ -89,8 +89,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from fmd.hw.events import MEM_CE_CLASS, MEM_UE_CLASS, PAGE_SHIFT
-from fmd.hw.mca import ST_ADDRV, ST_UC
+from fmd.hw.events import PAGE_SHIFT
+from fmd.hw.mca import MEM_CE_CLASS, MEM_UE_CLASS
+from fmd.hw.telemetry import is_firmware_record
 from fmd.protocol import Ereport
 
 FORM_MCE: Final = "mce"
@@ -99,12 +100,6 @@ FORM_GHES: Final = "ghes"
 FORMS: Final = (FORM_MCE, FORM_EDAC, FORM_GHES)
 
 MEMORY_CLASSES: Final = frozenset({MEM_CE_CLASS, MEM_UE_CLASS})
-# What Linux's made-up firmware-first record decodes to when its address is
-# not usable: the gcpu memory-controller class, or an unidentified SMCA bank.
-FIRMWARE_RECORD_CLASSES: Final = frozenset(
-    {"ereport.cpu.generic-x86.mc", "ereport.cpu.amd.smca.unidentified"}
-)
-
 _NS_PER_S: Final = 10**9
 PAIR_WINDOW_NS: Final = 5 * _NS_PER_S
 RETAIN_NS: Final = 30 * _NS_PER_S
@@ -114,11 +109,6 @@ MAX_PER_SLOT: Final = 16
 LINE_SHIFT: Final = 6
 _MAX_SHIFT: Final = PAGE_SHIFT
 
-# Linux's made-up record for a firmware memory section (apei.c): bank -1, which
-# the kernel prints (and struct mce holds) as 255, and MCACOD 0x9F.
-FIRMWARE_BANKS: Final = frozenset({-1, 255})
-FIRMWARE_MCACOD: Final = 0x9F
-_MCACOD_MASK: Final = 0xFFFF
 
 _SOURCE_GHES: Final = "ghes"
 _SOURCE_EDAC: Final = "edac"
@@ -140,25 +130,10 @@ def form_of(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-def is_firmware_record(payload: Mapping[str, Any]) -> bool:
-    """True for the machine check Linux makes up for a firmware memory section."""
+def _is_firmware_record(payload: Mapping[str, Any]) -> bool:
+    """True for the payload of the record Linux makes up for a firmware section."""
     status = _int(payload.get("IA32_MCi_STATUS"))
-    bank = _int(payload.get("bank_number"))
-    return (
-        status is not None
-        and bank in FIRMWARE_BANKS
-        and status & _MCACOD_MASK == FIRMWARE_MCACOD
-        and bool(status & ST_ADDRV)
-    )
-
-
-def firmware_memory_class(ev: Ereport) -> str | None:
-    """The memory class for Linux's made-up firmware record ``ev`` decoded to a
-    non-memory class (its address unusable), else None."""
-    if ev.cls not in FIRMWARE_RECORD_CLASSES or not is_firmware_record(ev.payload):
-        return None
-    status = _int(ev.payload.get("IA32_MCi_STATUS")) or 0
-    return MEM_UE_CLASS if status & ST_UC else MEM_CE_CLASS
+    return is_firmware_record(_int(payload.get("bank_number")), status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +193,7 @@ def report_of(ev: Ereport, *, own_time: bool, recv_ns: int) -> MemoryReport | No
         return None
     address = _int(payload.get("physaddr"))
     stated: int | None = None
-    if address is None and form == FORM_MCE and is_firmware_record(payload):
+    if address is None and form == FORM_MCE and _is_firmware_record(payload):
         # The address the firmware gave, not usable for a page action: its page.
         address = _int(payload.get("IA32_MCi_ADDR"))
         stated = _MAX_SHIFT

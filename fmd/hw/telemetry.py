@@ -67,7 +67,17 @@ from typing import Any, Final
 import orjson
 
 from fmd.errors import EventRejected, FmdError
-from fmd.hw.mca import DecodedMca, McaRecord, decode, memory_class, memory_severity_class
+from fmd.hw.mca import (
+    MEM_CE_CLASS,
+    MEM_UE_CLASS,
+    ST_ADDRV,
+    ST_UC,
+    DecodedMca,
+    McaRecord,
+    decode,
+    memory_class,
+    memory_severity_class,
+)
 from fmd.hw.mca_amd import amd_overlay
 from fmd.hw.topo import Platform
 from fmd.protocol import EnaGenerator, Ereport, HcFmri, parse_ena, parse_time, utc_iso
@@ -286,9 +296,34 @@ def _decode_registers(raw: Mapping[str, Any], platform: Platform) -> _Decoded:
     refined = amd_overlay(record, decoded)
     if refined is not None:
         cls = refined.ereport_class
+    if cls in _FIRMWARE_FALLBACK_CLASSES and is_firmware_record(record.bank, record.status):
+        # Its address unusable, it is still a memory error (channel unknown), never
+        # the basis of a CPU bus fault.
+        cls = MEM_UE_CLASS if record.status & ST_UC else MEM_CE_CLASS
     # The live payload is the expansion of the stored form: replay sees the same.
     payload = _expand(record, decoded, stored)
     return _Decoded(cls, strand, _text(strand), payload, cpu, orjson.dumps(stored).decode())
+
+
+# Linux's made-up record for a firmware (GHES) memory section (apei.c): bank -1,
+# which struct mce holds (and the kernel prints) as 255, MCACOD 0x9F, ADDR valid.
+FIRMWARE_BANKS: Final = frozenset({-1, 255})
+FIRMWARE_MCACOD: Final = 0x9F
+_MCACOD_MASK: Final = 0xFFFF
+# What such a record decodes to when its address is not usable.
+_FIRMWARE_FALLBACK_CLASSES: Final = frozenset(
+    {"ereport.cpu.generic-x86.mc", "ereport.cpu.amd.smca.unidentified"}
+)
+
+
+def is_firmware_record(bank: int | None, status: int | None) -> bool:
+    """True for the machine check Linux makes up for a firmware memory section."""
+    return (
+        status is not None
+        and bank in FIRMWARE_BANKS
+        and status & _MCACOD_MASK == FIRMWARE_MCACOD
+        and bool(status & ST_ADDRV)
+    )
 
 
 # The member of a stored payload that holds the raw record.
