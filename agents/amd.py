@@ -23,6 +23,11 @@ Life of one ereport::
         D outstanding ----------------------------------------> joined
         R's faulted pages > rank_thresh ----------------------> dimm_sb (most pages
                                                                  single-bit) or dimm_ck
+    UE or CE at a usable address whose DIMM cannot be told --> page P alone
+        P outstanding ----------------------------------------> joined
+        UE ---------------------------------------------------> page_ue now
+        CE --> serd page_sb@P or page_ck@P --fires------------> page case
+    UE or CE without a usable address ------------------------> discarded (stat)
 
 CPU groups and their amd64.esc numbers (module properties): ``icache`` (I$ data
 and tag) N=2 T=168h, ``itlb`` (L1/L2 ITLB) N=2 T=168h, ``dcache`` (D$ data)
@@ -31,6 +36,13 @@ N=2 T=168h, ``l2`` (L2 data and tag) N=3 T=12h, ``uc`` N=0 T=1h (the
 leaf, which amd64.esc faults on the first ereport).  Memory: ``page`` N=2
 T=72h and ``rank_thresh`` (128, amd64.esc's RANK_THRESH floor; the rank size
 that would raise it is not in our topology).
+
+A memory ereport at a usable address whose DIMM cannot be told (no
+``resource`` and no address decode) is diagnosed on its page alone
+(``page_only``), as :mod:`agents.cpumem` does: the page engines and the
+immediate ``page_ue`` as above, a suspect naming the page under the unum
+``unknown`` and no FRU, and no rank or DIMM bookkeeping.  Without a usable
+address it is amd64.esc's ``upset.memory.discard`` (``mem_unresolved``).
 
 "Outstanding", the resource keys (``cpu@<strand path>``, ``page@<address>``,
 ``dimm@<DIMM path>``) and the suspects' ASRU/FRU/resource/location are those of
@@ -49,12 +61,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from agents.diagnosis import (
+    PageTarget,
     Topology,
     count_prop,
     diagnose,
     dimm_suspect,
     hc_path,
     join,
+    page_only_suspect,
     page_suspect,
     serd_record,
     time_prop,
@@ -175,9 +189,12 @@ class AmdDiagnosis(Plugin):
     # -- memory --------------------------------------------------------------
     def _memory(self, hdl: Handle, ev: Ereport, *, uncorrected: bool) -> None:
         p = ev.payload
-        # No usable address or DIMM is amd64.esc's upset.memory.discard: nothing to diagnose.
+        # No usable address is amd64.esc's upset.memory.discard: nothing to diagnose.
         target = self._topo.memory_target(hdl, p)
         if target is None:
+            return
+        if isinstance(target, PageTarget):
+            self._page_only(hdl, ev, target, uncorrected=uncorrected)
             return
         page, dimm, pkey, dkey = target
         if not uncorrected and not hdl.prop("pages_under_dimm") and join(hdl, dkey, ev):
@@ -220,3 +237,18 @@ class AmdDiagnosis(Plugin):
         sb, ck = len(faulted["sb"]), len(faulted["ck"])
         if sb + ck > thresh:
             fault_dimm("dimm_sb" if sb >= ck else "dimm_ck")
+
+    @staticmethod
+    def _page_only(hdl: Handle, ev: Ereport, target: PageTarget, *, uncorrected: bool) -> None:
+        """A memory error at a usable address whose DIMM cannot be told: the page's
+        engines count it (no rank or DIMM to count it against)."""
+        hdl.stat(
+            "page_only", "memory ereports diagnosed on their page alone: the DIMM is not known"
+        ).incr()
+        if join(hdl, target.page_key, ev):
+            return
+        kind = "ue" if uncorrected else "sb" if single_bit(ev.payload) else "ck"
+        engine = f"serd.memory.amd.page_{kind}@physaddr={target.page:#x}"
+        if uncorrected or serd_record(hdl, engine, "page", ev):
+            suspect = page_only_suspect(hdl, f"{MEM_FAULT}page_{kind}", target.page)
+            diagnose(hdl, target.page_key, ev, engine, suspect, "page", log_event=LOG_EVENT)

@@ -21,10 +21,18 @@ Life of one ereport::
         D outstanding ----------------------------------------> joined
         else serd dimm@D --fires--> dimm_ce case
         D's faulted pages reach dimm_pages -------------------> dimm_ce case
+    mem_ce/mem_ue with a usable physaddr, DIMM unknown --> page P alone
+        P outstanding ----------------------------------------> joined
+        mem_ue -----------------------------------------------> page_ue now
+        mem_ce --> serd page@P --fires------------------------> page_ce case
     mem_ce/mem_ue without a usable physaddr, DIMM D named by resource
         D outstanding ----------------------------------------> joined
         mem_ue -----------------------------------------------> dimm_ue now
         mem_ce --> serd dimm@D --fires------------------------> dimm_ce case
+    mem_ce/mem_ue with neither a usable physaddr nor a DIMM --> discarded (stat)
+    memory_failure (the kernel acted on page P)
+        P outstanding ----------------------------------------> joined
+        else -------------------------------------------------> counted, nothing opened
 
 Storms: a DIMM diagnosed faulty covers its pages — a correctable-error storm on
 it (a bad pin, a failing rank) joins the DIMM's case, one O(1) step per
@@ -55,12 +63,18 @@ at once, as eft's ``setserdincrement(N+1)`` does.  An overflowed corrected
 record counts once: the errors it lost cannot be counted, and counting them as
 more would convict on guesses.  ``external`` and ``unknown`` are upsets and
 are discarded even when uncorrected, as ``upset.discard`` does.  A memory
-ereport whose DIMM cannot be told (no ``resource`` and no address decode) is
-discarded (``mem_unresolved``): a page fault needs the DIMM as its unum.  One
-with no usable address but a ``resource`` naming its DIMM (a memory error the
-bank located by channel and DIMM, an EDAC report without a page) feeds only
-the DIMM's engine, the same one its page-addressed errors feed: there is no
-page to count or retire (``dimm_only``).
+ereport with a usable address whose DIMM cannot be told (no ``resource`` and
+no address decode: a virtual machine, a host without EDAC memory topology) is
+diagnosed on its page alone (``page_only``): the same page engine and
+immediate uncorrected faults, a suspect whose ASRU is the page under the unum
+``unknown`` with no FRU, and no DIMM engine or DIMM page count, since no DIMM
+can be blamed.  The page is still worth retiring, and its case takes the later
+errors and the kernel's ``memory_failure`` reports of that page.  One with no
+usable address but a ``resource`` naming its DIMM (a memory error the bank
+located by channel and DIMM, an EDAC report without a page) feeds only the
+DIMM's engine, the same one its page-addressed errors feed: there is no page
+to count or retire (``dimm_only``).  One with neither is discarded
+(``mem_unresolved``).
 """
 
 from __future__ import annotations
@@ -69,6 +83,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from agents.diagnosis import (
+    PageTarget,
     Topology,
     count_prop,
     diagnose,
@@ -76,6 +91,7 @@ from agents.diagnosis import (
     join,
     page_key,
     page_of,
+    page_only_suspect,
     page_suspect,
     serd_record,
     time_prop,
@@ -226,12 +242,15 @@ class CpumemDiagnosis(Plugin):
         target = self._topo.memory_target(hdl, p)
         if target is None:
             return
+        if isinstance(target, PageTarget):
+            self._page_only(hdl, ev, target, uncorrected=uncorrected)
+            return
         page, dimm, pkey, dkey = target
         if not uncorrected and not hdl.prop("pages_under_dimm") and join(hdl, dkey, ev):
             hdl.stat("under_faulty_dimm", "corrected errors on a DIMM already faulty").incr()
             return
         unum = dimm.asru.unum
-        page_engine = f"serd.memory.generic-x86.page_ce@physaddr={page:#x}"
+        page_engine = _page_engine(page)
         dimm_engine = f"serd.memory.generic-x86.dimm_ce@{unum}"
         kind = "ue" if uncorrected else "ce"
 
@@ -257,6 +276,21 @@ class CpumemDiagnosis(Plugin):
             diagnose(hdl, dkey, ev, dimm_engine, suspect, "dimm", log_event=LOG_EVENT)
             hdl.specific["dimm_pages"].pop(unum, None)
 
+    @staticmethod
+    def _page_only(hdl: Handle, ev: Ereport, target: PageTarget, *, uncorrected: bool) -> None:
+        """A memory error at a usable address whose DIMM cannot be told: the page's
+        engine counts it (the DIMM's engine and page count are left alone)."""
+        hdl.stat(
+            "page_only", "memory ereports diagnosed on their page alone: the DIMM is not known"
+        ).incr()
+        if join(hdl, target.page_key, ev):
+            return
+        engine = _page_engine(target.page)
+        if uncorrected or serd_record(hdl, engine, "page", ev):
+            kind = "ue" if uncorrected else "ce"
+            suspect = page_only_suspect(hdl, f"{MEM_FAULT}page_{kind}", target.page)
+            diagnose(hdl, target.page_key, ev, engine, suspect, "page", log_event=LOG_EVENT)
+
     def _dimm_only(self, hdl: Handle, ev: Ereport, *, uncorrected: bool) -> None:
         """A memory error with no usable address, placed on its DIMM by ``resource``:
         the DIMM's engine counts it (no page engine, no page to retire)."""
@@ -279,3 +313,8 @@ class CpumemDiagnosis(Plugin):
     def _pages(hdl: Handle, unum: str) -> list[int]:
         pages: list[int] = hdl.specific.setdefault("dimm_pages", {}).setdefault(unum, [])
         return pages
+
+
+def _page_engine(page: int) -> str:
+    """The SERD engine of a page's corrected errors, whether its DIMM is known or not."""
+    return f"serd.memory.generic-x86.page_ce@physaddr={page:#x}"

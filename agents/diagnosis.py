@@ -32,10 +32,23 @@ DIMM is faulty; this module holds what they do the same way once they have:
   ereport's DIMM and rank, from its ``resource`` member or else the platform's
   address decode, and the page and DIMM suspects built from them;
 - memory targets: with a usable ``physaddr``, the page and its DIMM
-  (:meth:`Topology.memory_target`); without one, the DIMM its ``resource``
-  names, when it names a DIMM or one of its ranks
+  (:meth:`Topology.memory_target`), or the page alone when the DIMM cannot be
+  told (no ``resource``, and the platform does not decode the address: a
+  virtual machine, a host without an EDAC memory topology); without one, the
+  DIMM its ``resource`` names, when it names a DIMM or one of its ranks
   (:meth:`Topology.dimm_target`: errors located by channel and DIMM rather
-  than by address).  Neither: counted as ``mem_unresolved``.
+  than by address).  Neither address nor DIMM: counted as ``mem_unresolved``.
+
+A page whose DIMM is unknown is still worth a fault: its ASRU carries the
+address the retire agent needs, and its resource key is the page's, so later
+errors on it and the kernel's own reports of the page join its case.  Its mem
+FMRI needs a unum; :data:`UNKNOWN_UNUM` says plainly that no DIMM is known,
+and the suspect names no FRU and no location rather than guess one::
+
+    usable physaddr --> DIMM from resource or address decode --> MemTarget (page, DIMM)
+                    --> no DIMM ----------------------------------> PageTarget (page)
+    no physaddr ------> resource names a DIMM or rank ------------> DimmTarget (DIMM)
+                    --> otherwise --------------------------------> None (mem_unresolved)
 """
 
 from __future__ import annotations
@@ -63,6 +76,8 @@ if TYPE_CHECKING:
     from fmd.hw.topo import TopoNode
 
 PAGE_SHIFT: Final = 12
+# The unum of a page fault whose DIMM cannot be told.
+UNKNOWN_UNUM: Final = "unknown"
 # Remembered detector lookups of a Topology (see Topology.cpu_target).
 _MEMO_ENTRIES: Final = 4096
 
@@ -177,6 +192,13 @@ class MemTarget(NamedTuple):
     dimm_key: str
 
 
+class PageTarget(NamedTuple):
+    """Where a memory ereport whose DIMM cannot be told is diagnosed: its page only."""
+
+    page: int
+    page_key: str
+
+
 class DimmTarget(NamedTuple):
     """Where a memory ereport without a usable address is diagnosed: its DIMM only."""
 
@@ -210,6 +232,21 @@ def page_suspect(hdl: Handle, cls: str, dimm: Dimm, page: int) -> Suspect:
         fru=dimm.fmri,
         resource=dimm.rank,
         location=dimm.label,
+        message=False,
+    )
+
+
+def page_only_suspect(hdl: Handle, cls: str, page: int) -> Suspect:
+    """A page fault on a page whose DIMM is unknown: ASRU and resource the page
+    (unum :data:`UNKNOWN_UNUM`), no FRU, no location, no message."""
+    asru = MemFmri(unum=UNKNOWN_UNUM, physaddr=page)
+    return hdl.create_fault(
+        cls,
+        100,
+        asru=asru,
+        fru=None,
+        resource=asru,
+        location=None,
         message=False,
     )
 
@@ -342,17 +379,17 @@ class Topology:
             response=response,
         )
 
-    def memory_target(self, hdl: Handle, payload: Any) -> MemTarget | None:
-        """The page and DIMM of a memory ereport; None (counted as ``mem_unresolved``)
-        when it has no usable address or its DIMM cannot be told."""
+    def memory_target(self, hdl: Handle, payload: Any) -> MemTarget | PageTarget | None:
+        """The page and DIMM of a memory ereport; its page alone when the DIMM cannot
+        be told; None (counted as ``mem_unresolved``) when it has no usable address."""
         physaddr = usable_physaddr(payload)
-        dimm = None
-        if physaddr is not None:
-            dimm = self.dimm_of(hdl, payload.get("resource"), physaddr)
-        if physaddr is None or dimm is None:
+        if physaddr is None:
             _unresolved(hdl)
             return None
         page = page_of(physaddr)
+        dimm = self.dimm_of(hdl, payload.get("resource"), physaddr)
+        if dimm is None:
+            return PageTarget(page, page_key(page))
         return MemTarget(page, dimm, page_key(page), dimm_key(dimm.asru.unum))
 
     def dimm_target(self, hdl: Handle, payload: Any) -> DimmTarget | None:
@@ -385,7 +422,10 @@ class Topology:
             if isinstance(fmri, HcFmri):
                 rank = fmri
         if rank is None and physaddr is not None:
-            rank = hdl.topo.decode_address(physaddr)
+            try:
+                rank = hdl.topo.decode_address(physaddr)
+            except ModuleApiError:
+                rank = None  # no topology: the DIMM cannot be told
         if rank is None:
             return None
         pairs = rank.hc_list

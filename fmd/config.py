@@ -428,15 +428,23 @@ DAEMON_PROPERTIES: Final[tuple[PropSpec, ...]] = (
         _P.ENUM,
         "auto",
         "Where fmd learns the machine's topology (CPUs, memory, FRU labels). sim is a fixed "
-        "four-chip test machine; file reads etc/fmd/topology.toml; linux reads sysfs; auto "
-        "picks file when that file exists, else linux when running as root, else sim.",
-        choices=("auto", "sim", "file", "linux"),
+        "four-chip test machine; file reads etc/fmd/topology.toml; linux reads sysfs; xen "
+        "asks the hypervisor for the physical CPUs (a Xen dom0, through topo.xenpm); auto "
+        "picks file when that file exists, else, as root, xen in a Xen dom0 and linux "
+        "elsewhere, else sim.",
+        choices=("auto", "sim", "file", "linux", "xen"),
     ),
     PropSpec(
         "topo.sysfs",
         _P.STRING,
         "/sys",
         "The sysfs tree the linux platform reads (a test can point it at a fake tree).",
+    ),
+    PropSpec(
+        "topo.xenpm",
+        _P.STRING,
+        "xenpm",
+        "The xenpm program the xen platform runs to ask the hypervisor for its physical CPUs.",
     ),
     PropSpec(
         "store.url",

@@ -50,7 +50,7 @@ from fmd.errors import ConfigError, FmdError, ModuleError
 from fmd.eventq import EventItem, EventQueue
 from fmd.hw.dedup import MAX_ENTRIES as MAX_DEDUP_ENTRIES
 from fmd.hw.dedup import HardwareDedup
-from fmd.hw.topo import LinuxPlatform, choose_platform
+from fmd.hw.topo import LinuxPlatform, XenPlatform, choose_platform
 from fmd.module import ModuleRunner, ModuleState, Plugin, PluginSource, discover, load_file
 from fmd.paths import Paths, install_default_conf
 from fmd.protocol import ProtocolError, validate_pattern
@@ -202,6 +202,7 @@ class Daemon:
             topology_file=self.paths.topology_file,
             sysfs_root=Path(p.get_str("topo.sysfs")),
             is_root=os.geteuid() == 0,
+            xenpm=p.get_str("topo.xenpm"),
         )
         self.ctx = ModuleContext(
             clock=self.clock,
@@ -512,9 +513,11 @@ class Daemon:
             t = FileTransport(ingest, path, None if found is None else (found[0], found[1]))
             t.start()
             self._transports.append(t)
-        # The host's own error sources: auto picks them on the linux platform as root.
-        auto_ok = isinstance(self.platform, LinuxPlatform) and os.geteuid() == 0
-        host = build_sources(ingest, p, positions, auto_ok=auto_ok)
+        # The host's own error sources: auto picks them on the linux and xen platforms
+        # as root (a Xen dom0 hears the hypervisor's telemetry through /dev/mcelog).
+        dom0 = isinstance(self.platform, XenPlatform)
+        auto_ok = isinstance(self.platform, LinuxPlatform | XenPlatform) and os.geteuid() == 0
+        host = build_sources(ingest, p, positions, auto_ok=auto_ok, dom0=dom0)
         self.source_choice = host.choice
         for src in host.sources:
             src.start()

@@ -83,3 +83,8 @@ RESPONSE_KERNEL: Final = "kernel"
 resource out of service (it retired the page, or fmd left the page to it):
 ``fmadm faulty`` shows it without ``-v``, since the status line alone would not
 say who acted."""
+
+RESPONSE_NONE: Final = "none"
+"""The ``action`` of a response saying that an agent deliberately took no action
+(disabled by a property, a virtual CPU left online): ``fmadm faulty`` shows its
+detail alone, which says why."""

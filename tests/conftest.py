@@ -34,3 +34,9 @@ def fmd_factory(root: Path) -> Iterator[list[FmdProcess]]:
                 p.stop(30)
             except Exception:
                 p.kill()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The real-kernel tests first: each kind shares one long boot, which then runs
+    on one worker beside the rest of the suite instead of after it."""
+    items.sort(key=lambda item: item.get_closest_marker("realkernel") is None)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agents.amd import CPU_LEAVES, AmdDiagnosis
+from agents.diagnosis import UNKNOWN_UNUM
 from fmd.dictionary import decode_code
 from fmd.protocol import CpuFmri, Ereport, MemFmri
 from tests.diagnosis_util import DICTS, HOUR, T0, DiagnosisEnv, make_handle
@@ -251,6 +252,56 @@ def test_memory_ereport_without_address_is_discarded() -> None:
     del ev.payload["physaddr"]
     env.feed(ev)
     assert (env.suspects(), env.stat("mem_unresolved")) == ([], 1)
+
+
+# -- memory whose DIMM cannot be told ----------------------------------------------
+
+# A page that nothing decodes to a DIMM.
+UNPLACED_PAGE = 0x20000000
+
+
+def _no_dimm(physaddr: int) -> None:
+    """An address decode that places no address on a DIMM (no EDAC memory topology)."""
+    del physaddr
+
+
+def make_unplaced_env(monkeypatch: pytest.MonkeyPatch) -> Env:
+    """The module on a platform that cannot tell the DIMM of any address."""
+    env = make_env()
+    monkeypatch.setattr(env.hdl.topo, "decode_address", _no_dimm)
+    return env
+
+
+def test_single_bit_ces_on_a_page_without_dimm_fault_the_page_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three single-bit CEs on a page whose DIMM is unknown give page_sb on the page under
+    the unknown unum, with no FRU or location and no rank bookkeeping."""
+    env = make_unplaced_env(monkeypatch)
+    for i in range(3):
+        env.feed(env.mem(UNPLACED_PAGE + 8 * i, T0 + i * HOUR))
+    (ev,) = env.suspects()
+    (s,) = ev.fault_list
+    assert (s.cls, s.asru, s.fru, s.location) == (
+        "fault.memory.page_sb",
+        MemFmri(unum=UNKNOWN_UNUM, physaddr=UNPLACED_PAGE),
+        None,
+        None,
+    )
+    assert decode_code(ev.code) == ("AMD", 20)
+    assert (env.stat("page_only"), env.hdl.specific.get("rank_pages", {})) == (3, {})
+
+
+def test_ue_on_a_page_without_dimm_faults_the_page_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One nb.mem_ue whose DIMM is unknown gives page_ue at once and no DIMM fault; a
+    second error on the page joins its case."""
+    env = make_unplaced_env(monkeypatch)
+    env.feed(env.mem(UNPLACED_PAGE + 0x40, T0, ue=True))
+    env.feed(env.mem(UNPLACED_PAGE + 0x48, T0 + 1))
+    assert env.classes() == ["fault.memory.page_ue"]
+    assert [c.events for c in env.hdl.cases()] == [[1, 2]]
 
 
 # -- end to end ------------------------------------------------------------------

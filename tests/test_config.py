@@ -413,6 +413,7 @@ def test_daemon_table_builds_and_has_expected_defaults() -> None:
         "clock": "native",
         "platform": "auto",
         "topo.sysfs": "/sys",
+        "topo.xenpm": "xenpm",
         "store.url": "",
         "store.sync": "full",
         "store.batch": 16384,

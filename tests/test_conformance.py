@@ -142,11 +142,13 @@ WANTED: dict[str, tuple[str, list[dict[str, Any]]]] = {
                 "cpu": 0,
                 "bank": 2,
                 "sev": "SRAO",
-                "kind": "cache",
-                "level": 2,
+                # A writeback of poisoned data with a physical address: memory at
+                # that page holds the poison (fmd.hw.mca), the gcpu name stays.
+                "kind": "mem",
                 "payload": {
                     "compound_errorname": "GCACHEL2_EVICT_ERR",
                     "machine_check_in_progress": True,
+                    "physaddr": 0x1000,
                 },
             }
         ],
@@ -158,12 +160,13 @@ WANTED: dict[str, tuple[str, list[dict[str, Any]]]] = {
                 "cpu": 0,
                 "bank": 2,
                 "sev": "SRAR",
-                "kind": "cache",
-                "level": 0,
+                # A load of poisoned data from a physical address: a memory error.
+                "kind": "mem",
                 "payload": {
                     "compound_errorname": "DCACHELO_DRD_ERR",
                     "privileged": False,
                     "IA32_MCi_ADDR": 0x12345000,
+                    "physaddr": 0x12345000,
                 },
             }
         ],

@@ -6,12 +6,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.cpumem import CpumemDiagnosis, cpu_fault
+from agents.diagnosis import UNKNOWN_UNUM
 from fmd.dictionary import decode_code
-from fmd.protocol import CpuFmri, Ereport, MemFmri
+from fmd.hw.telemetry import mca_ereport
+from fmd.protocol import CpuFmri, EnaGenerator, Ereport, MemFmri
 from tests.diagnosis_util import DICTS, HOUR, T0, DiagnosisEnv, make_handle
 
 PREFIX = "ereport.cpu.generic-x86."
@@ -347,6 +350,110 @@ def test_memory_errors_after_ue_join_the_open_cases() -> None:
     env.feed(env.mem(DIMM1_ADDR + (1 << 15), T0 + 2))
     assert len(env.suspects()) == 2
     assert [c.events for c in env.hdl.cases()] == [[1, 2], [1, 2, 3]]
+
+
+# -- memory whose DIMM cannot be told (a virtual machine) --------------------------------
+
+# A page of a guest's memory: nothing decodes it to a DIMM.
+GUEST_PAGE = 0x20000000
+
+
+def _no_dimm(physaddr: int) -> None:
+    """An address decode that, like a virtual machine's, places no address on a DIMM."""
+    del physaddr
+
+
+def make_guest_env(monkeypatch: pytest.MonkeyPatch) -> Env:
+    """The module on a platform that cannot tell the DIMM of any address."""
+    env = make_env()
+    monkeypatch.setattr(env.hdl.topo, "decode_address", _no_dimm)
+    return env
+
+
+def test_three_ces_on_a_page_without_dimm_fault_the_page_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three CEs on one page whose DIMM is unknown give one page_ce naming the page under
+    the unknown unum, with no FRU or location and no DIMM engine."""
+    env = make_guest_env(monkeypatch)
+    for i in range(3):
+        env.feed(env.mem(GUEST_PAGE + 8 * i, T0 + i * HOUR))
+    (ev,) = env.suspects()
+    (s,) = ev.fault_list
+    asru = MemFmri(unum=UNKNOWN_UNUM, physaddr=GUEST_PAGE)
+    assert (s.cls, s.asru, s.resource, s.fru, s.location) == (
+        "fault.memory.generic-x86.page_ce",
+        asru,
+        asru,
+        None,
+        None,
+    )
+    assert decode_code(ev.code) == ("GMCA", 29)
+    page_engine = f"serd.memory.generic-x86.page_ce@physaddr={GUEST_PAGE:#x}"
+    assert env.hdl.serd.names() == [page_engine]  # no DIMM engine
+    assert (env.stat("page_only"), env.stat("cases_page"), env.stat("mem_unresolved")) == (
+        3,
+        1,
+        0,
+    )
+    assert env.hdl.specific.get("dimm_pages", {}) == {}
+
+
+def test_two_ces_on_a_page_without_dimm_do_not_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two CEs are not more than page_n=2: the page's engine counts them, no fault yet."""
+    env = make_guest_env(monkeypatch)
+    for i in range(2):
+        env.feed(env.mem(GUEST_PAGE, T0 + i * HOUR))
+    assert env.suspects() == []
+    assert env.hdl.serd.names() == [f"serd.memory.generic-x86.page_ce@physaddr={GUEST_PAGE:#x}"]
+
+
+def test_ue_on_a_page_without_dimm_faults_the_page_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One mem_ue whose DIMM is unknown gives page_ue at once, and no DIMM fault."""
+    env = make_guest_env(monkeypatch)
+    env.feed(env.mem(GUEST_PAGE + 0x40, T0, ue=True))
+    (ev,) = env.suspects()
+    (s,) = ev.fault_list
+    assert (s.cls, s.asru) == (
+        "fault.memory.generic-x86.page_ue",
+        MemFmri(unum=UNKNOWN_UNUM, physaddr=GUEST_PAGE),
+    )
+    assert decode_code(ev.code) == ("GMCA", 30)
+
+
+def test_later_errors_and_kernel_report_join_the_page_only_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a page-only page_ue, more errors on the page and the kernel's memory_failure
+    report of it join that case; no second diagnosis."""
+    env = make_guest_env(monkeypatch)
+    env.feed(env.mem(GUEST_PAGE, T0, ue=True))
+    env.feed(env.mem(GUEST_PAGE + 8, T0 + 1))
+    env.feed(_memory_failure(env, GUEST_PAGE, T0 + 2))
+    assert len(env.suspects()) == 1
+    (case,) = env.hdl.cases()
+    assert case.events == [1, 2, 3]
+    assert (env.stat("joined"), env.stat("kernel_mf_joined")) == (2, 1)
+
+
+def test_qemu_filler_record_never_faults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """QEMU's broadcast filler (VAL|UC, EN clear, code 0) decodes as unknown: an upset
+    that, however often it comes, opens no engine and no case."""
+    env = make_guest_env(monkeypatch)
+    registers = {"cpu": 0, "bank": 1, "status": "0xa000000000000000", "mcgstatus": "0x5",
+                 "mcgcap": "0x100010a", "vendor": "GenuineIntel"}  # fmt: skip
+    filler = {"mca": registers}
+    repeats = 5
+    for i in range(repeats):
+        ev = mca_ereport(filler, env.hdl.topo, now_ns=T0 + i, ena_gen=EnaGenerator())
+        assert ev.cls == PREFIX + "unknown"
+        ev.id = env.next_id
+        env.next_id += 1
+        env.feed(ev)
+    assert (env.suspects(), env.hdl.serd.names(), env.hdl.cases()) == ([], [], [])
+    assert env.stat("upsets") == repeats
 
 
 def test_memory_ereport_without_address_is_discarded() -> None:

@@ -3,6 +3,7 @@ slow modules and timers, against the real daemon."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -93,9 +94,14 @@ def config_rows(fmd: FmdProcess) -> list[str]:
 
 def test_config_lists_active_modules(root: Path, fmd_factory: list[FmdProcess]) -> None:
     """fmadm config shows the built-in modules and the plug-ins as active, in the illumos
-    layout, then the transports and host sources with why each runs or not."""
+    layout, then the transports and host sources with why each runs or not, then the
+    platform and what the host is."""
     fmd = start(root, fmd_factory, ["counter", "serdtest"])
-    assert config_rows(fmd) == [
+    rows = config_rows(fmd)
+    # The last row depends on the machine the test runs on (auto picks linux as root).
+    platform = rows.pop()
+    assert re.fullmatch(r"(sim|linux) +(bare metal|virtual machine of .*)", platform), platform
+    assert rows == [
         LAYOUT % ("MODULE", "VERSION", "STATUS", "DESCRIPTION"),
         LAYOUT
         % (
@@ -124,6 +130,8 @@ def test_config_lists_active_modules(root: Path, fmd_factory: list[FmdProcess]) 
         "kmsg                             off      xprt.kmsg is off",
         "edac                             off      xprt.edac is off",
         "pstore                           off      xprt.pstore is off",
+        "",
+        "PLATFORM                         HOST",
     ]
 
 

@@ -18,6 +18,7 @@ from fmd.cli import fminject
 from fmd.hw.events import MEMORY_FAILURE_CLASS, MF_RESULTS
 from fmd.hw.kmsg import (
     ALL_FORMS,
+    FORM_MEMORY_FAILURE,
     FORM_PAGE,
     MAX_IDLE,
     MCE_FORMS,
@@ -609,6 +610,16 @@ def test_page_form_is_not_a_machine_check_form() -> None:
     assert FORM_PAGE in ALL_FORMS and FORM_PAGE not in MCE_FORMS
     assert len(events_of(feed(CEC_LOG, forms=ALL_FORMS - MCE_FORMS))) == 2
     assert feed(CEC_LOG, forms=ALL_FORMS - {FORM_PAGE}) == []
+
+
+def test_memory_failure_verdicts_are_left_to_the_tracepoint_but_soft_offlines_are_not() -> None:
+    """Without the memory_failure form (ras:memory_failure_event carries the verdicts) the
+    kernel log still reports the soft offlines, which no tracepoint carries."""
+    verdict = "Memory failure: 0x38000: recovery action for free buddy page: Recovered"
+    objs = events_of(feed([verdict, *CEC_LOG], forms=ALL_FORMS - {FORM_MEMORY_FAILURE}))
+    assert [o["kernel_action"] for o in objs] == ["soft_offline", "soft_offline"]
+    only = events_of(feed([verdict, *CEC_LOG], forms={FORM_MEMORY_FAILURE}))
+    assert [(o["pfn"], o["kernel_action"]) for o in only] == [(0x38000, "memory_failure")]
 
 
 def test_a_soft_offline_is_closed_after_max_idle_messages_and_resumed_from_pending() -> None:

@@ -474,20 +474,187 @@ def test_2lm_code_is_memory() -> None:
     assert not is_memory_controller_code(0x0135)
 
 
-def test_cache_error_address_is_not_a_memory_class() -> None:
-    """An SRAR data load keeps a usable physaddr but is not a mem_* ereport."""
-    record = rec(
-        UC | EN | S | AR | MISCV | ADDRV | 0x0134,
-        addr=0x7654321,
-        misc=(2 << 6) | 6,
-        mcg_status=RIPV | EIPV | MCIP,
-        mcg_cap=ICX_CAP,
+# --- software-recoverable errors: poison in memory ----------------------------------------
+
+# What a Linux 6.1 guest under QEMU (Intel vCPU, family 6 model 85) logged for the
+# machine checks QEMU delivers for host poison: MCG_CAP with SER_P, bank 9.
+QEMU_CAP = 0x100010A
+QEMU_BANK = 9
+QEMU_SRAO = 0xBD000000000000C0  # VAL UC EN MISCV ADDRV S, MCACOD 0xC0 (memory scrub)
+QEMU_SRAR = 0xBD80000000000134  # VAL UC EN MISCV ADDRV S AR, MCACOD 0x134 (data load)
+QEMU_MISC = 0x86  # physical address mode, LSB 6
+SRAO_ADDR = 0x20000000
+SRAR_ADDR = 0x20100000
+KERNEL_CS = 0x10
+USER_CS = 0x33
+USER_IP = 0x55E3A96BB290
+KERNEL_IP = 0xFFFFFFFF8EC592EB
+# MCi_MISC: bits 5:0 the address's LSB, bits 8:6 its mode.
+MISC_LSB_MASK = 0x3F
+MISC_MODE_SHIFT = 6
+MISC_MODE_MASK = 0x7
+MODE_LINEAR = 1
+MODE_PHYSICAL = 2
+PAGE_LSB = 12
+LINE_LSB = 6
+MISC_PHYS_PAGE = (MODE_PHYSICAL << MISC_MODE_SHIFT) | PAGE_LSB  # QEMU's KVM path
+MISC_LINEAR = (MODE_LINEAR << MISC_MODE_SHIFT) | LINE_LSB
+MCACOD_MASK = 0xFFFF
+SRAR_DATA_LOAD = 0x0134
+SRAR_FETCH = 0x0150
+FAMILY_6 = 6
+SKYLAKE_SP = 85
+MAX_ADDR = (1 << 52) - 1
+U64 = (1 << 64) - 1
+
+
+def qemu_record(
+    status: int, addr: int, mcg_status: int, cs: int | None, ip: int | None, **kw: object
+) -> McaRecord:
+    """A record with QEMU's MCG_CAP and bank, as the guest kernel logged it."""
+    kw.setdefault("misc", QEMU_MISC)
+    return McaRecord(
+        bank=QEMU_BANK,
+        status=status,
+        addr=addr,
+        mcg_status=mcg_status,
+        mcg_cap=QEMU_CAP,
+        cs=cs,
+        ip=ip,
+        vendor=INTEL,
+        family=FAMILY_6,
+        model=SKYLAKE_SP,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_qemu_srao_scrub_is_mem_ue_at_its_address() -> None:
+    """QEMU's SRAO memory scrub is an SRAO memory error at its address: mem_ue."""
+    decoded = decode(qemu_record(QEMU_SRAO, SRAO_ADDR, MCIP | RIPV, KERNEL_CS, KERNEL_IP))
+    assert (decoded.severity, decoded.is_memory, decoded.physaddr) == (
+        Severity.SRAO,
+        True,
+        SRAO_ADDR,
+    )
+    assert memory_class(decoded) == MEM_UE_CLASS
+
+
+def test_qemu_srar_data_load_in_user_mode_is_recoverable_memory() -> None:
+    """QEMU's SRAR data load taken in user mode with RIPV clear stays SRAR (the kernel
+    kills the task) and is a memory error at its address, not a data-cache fault."""
+    decoded = decode(qemu_record(QEMU_SRAR, SRAR_ADDR, MCIP | EIPV, USER_CS, USER_IP))
+    assert (decoded.severity, decoded.is_memory, decoded.physaddr) == (
+        Severity.SRAR,
+        True,
+        SRAR_ADDR,
+    )
+    assert memory_class(decoded) == MEM_UE_CLASS
+    assert decoded.leaf == "l0dcache_uc"  # the gcpu view stays in the payload
+    assert decoded.payload["compound_errorname"] == "DCACHELO_DRD_ERR"
+    assert decoded.payload["privileged"] is False
+    assert decoded.payload["disp"] == "return_ip_invalid,unconstrained"
+
+
+@pytest.mark.parametrize(
+    ("mcg_status", "cs"),
+    [
+        (MCIP | EIPV, KERNEL_CS),  # kernel mode
+        (MCIP | EIPV, None),  # mode unknown
+        (MCIP, USER_CS),  # neither restart nor error IP
+    ],
+)
+def test_srar_without_ripv_outside_user_mode_is_fatal(mcg_status: int, cs: int | None) -> None:
+    """An SRAR with RIPV clear is fatal in kernel mode, with CS unknown or without EIPV;
+    the poison still lies in memory at its address."""
+    ip = None if cs is None else USER_IP
+    decoded = decode(qemu_record(QEMU_SRAR, SRAR_ADDR, mcg_status, cs, ip))
+    assert decoded.severity == Severity.FATAL
+    assert memory_class(decoded) == MEM_UE_CLASS
+
+
+def test_srar_instruction_fetch_with_page_granular_address_is_memory() -> None:
+    """An SRAR instruction fetch with QEMU/KVM's MISC (physical, LSB 12) is mem_ue at the page."""
+    status = VAL | UC | EN | MISCV | ADDRV | S | AR | SRAR_FETCH
+    decoded = decode(
+        qemu_record(status, SRAR_ADDR + 0x123, MCIP | EIPV, USER_CS, USER_IP, misc=MISC_PHYS_PAGE)
+    )
+    assert (decoded.severity, decoded.physaddr) == (Severity.SRAR, SRAR_ADDR)
+    assert memory_class(decoded) == MEM_UE_CLASS
+
+
+@pytest.mark.parametrize(
+    ("status", "misc", "mcg_cap"),
+    [
+        (QEMU_SRAR & ~MISCV, QEMU_MISC, QEMU_CAP),  # MISC not valid
+        (QEMU_SRAR, MISC_LINEAR, QEMU_CAP),  # not a physical address
+        (QEMU_SRAR & ~ADDRV, QEMU_MISC, QEMU_CAP),  # ADDR not valid
+        (QEMU_SRAR | PCC, QEMU_MISC, QEMU_CAP),  # processor context corrupt
+        (QEMU_SRAR, QEMU_MISC, QEMU_CAP & ~SER_P),  # no software error recovery
+        (QEMU_SRAR & ~(UC | S | AR), QEMU_MISC, QEMU_CAP),  # corrected
+        (QEMU_SRAR & ~(S | AR), QEMU_MISC, QEMU_CAP),  # UCNA: no S
+    ],
+)
+def test_data_load_error_without_poison_address_is_not_memory(
+    status: int, misc: int, mcg_cap: int
+) -> None:
+    """A data-load error is memory only when UC, S, SER, no PCC, and a valid physical ADDR."""
+    record = McaRecord(
+        bank=QEMU_BANK,
+        status=status,
+        addr=SRAR_ADDR,
+        misc=misc,
+        mcg_status=MCIP | RIPV | EIPV,
+        mcg_cap=mcg_cap,
+        vendor=INTEL,
     )
     decoded = decode(record)
-    assert decoded.severity == Severity.SRAR
-    assert decoded.physaddr == 0x7654300
-    assert not decoded.is_memory
-    assert memory_class(decoded) is None
+    assert (decoded.is_memory, memory_class(decoded)) == (False, None)
+    assert decoded.leaf.startswith("l0dcache")
+
+
+def test_poison_rule_does_not_apply_to_amd() -> None:
+    """AMD has no S bit: an AMD data-cache UC with an address is not made a memory error."""
+    record = McaRecord(
+        bank=0, status=QEMU_SRAR, addr=SRAR_ADDR, misc=QEMU_MISC, vendor=AMD, family=0x10
+    )
+    assert decode(record).is_memory is False
+
+
+@given(
+    status=st.integers(min_value=0, max_value=U64),
+    misc=st.integers(min_value=0, max_value=U64),
+    addr=st.integers(min_value=0, max_value=MAX_ADDR),
+    mcg_cap=st.sampled_from([None, 0, QEMU_CAP]),
+)
+def test_cache_code_is_memory_exactly_for_poison_at_a_physical_address(
+    status: int, misc: int, addr: int, mcg_cap: int | None
+) -> None:
+    """An Intel cache-code record is a memory error iff UC and S are set, PCC clear, the
+    CPU has SER (or MCG_CAP is unknown), ADDR and MISC valid and MISC's mode physical;
+    its physaddr is then ADDR with MISC's LSB masked, when the LSB is at most 12."""
+    status = (status & ~MCACOD_MASK) | VAL | SRAR_DATA_LOAD
+    record = McaRecord(
+        bank=QEMU_BANK, status=status, addr=addr, misc=misc, mcg_cap=mcg_cap, vendor=INTEL
+    )
+    decoded = decode(record)
+    physical = (
+        bool(status & ADDRV)
+        and bool(status & MISCV)
+        and (misc >> MISC_MODE_SHIFT) & MISC_MODE_MASK == MODE_PHYSICAL
+    )
+    poison = (
+        physical
+        and bool(status & UC)
+        and bool(status & S)
+        and not status & PCC
+        and (mcg_cap is None or bool(mcg_cap & SER_P))
+    )
+    assert decoded.is_memory == poison
+    lsb = misc & MISC_LSB_MASK
+    usable = physical and lsb <= PAGE_LSB
+    expected_physaddr = addr & ~((1 << lsb) - 1) if usable else None
+    assert decoded.physaddr == expected_physaddr
+    assert memory_class(decoded) == (MEM_UE_CLASS if poison and usable else None)
 
 
 def test_amd_northbridge_dram_ecc() -> None:

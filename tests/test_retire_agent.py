@@ -24,6 +24,7 @@ from agents.retire.backend import (
 )
 from fmd.api import Handle
 from fmd.hw.topo import SimPlatform
+from fmd.hw.virt import ROLE_GUEST, Virtualization
 from fmd.protocol import (
     FAULT_FAULTY,
     FAULT_REPLACED,
@@ -230,6 +231,50 @@ def test_cpu_fault_offlines_the_strand_and_closes(agent: Agent) -> None:
     assert agent.closed == ["u-1"]
     assert agent.responses() == [(0, "offline", True)]
     assert agent.stat("cpu_flts") == 1
+
+
+class GuestPlatform(SimPlatform):
+    """The sim machine, seen as a QEMU virtual machine."""
+
+    @property
+    def virtualization(self) -> Virtualization:
+        return Virtualization(ROLE_GUEST, "qemu", ("CPUID hypervisor bit",))
+
+
+def test_vcpu_fault_is_left_online_in_a_guest(agent: Agent) -> None:
+    """In a virtual machine a CPU fault offlines nothing and the response says the
+    physical fault belongs to the host."""
+    agent.hdl._ctx.platform = GuestPlatform(hostname="h")
+    agent.send(list_event("list.suspect", [cpu_fault(13)]))
+    assert agent.backend.calls == []
+    assert agent.responses() == [(0, "none", False)]
+    detail = agent.hdl._out.responses[0]["detail"]
+    assert "virtual CPU of this qemu virtual machine" in detail
+    assert "belongs to the host" in detail
+    assert agent.stat("cpu_virtual") == 1
+    assert agent.closed == []
+
+
+def test_vcpu_fault_is_offlined_when_offline_vcpus_is_set(tmp_path: Path) -> None:
+    """offline_vcpus=true makes a guest offline its faulty virtual CPU like a real one."""
+    plugin = CpumemRetire()
+    sysfs = make_fake_sysfs(tmp_path / "sys")
+    hdl, _writer = make_handle(
+        plugin,
+        "GMCA",
+        [("backend", "linux"), ("sysfs_root", str(sysfs)), ("offline_vcpus", "true")],
+    )
+    hdl._ctx.platform = GuestPlatform(hostname="h")
+    plugin.backend = backend = ScriptedBackend()
+    plugin.recv(hdl, list_event("list.suspect", [cpu_fault(13)]))
+    assert backend.calls == [("cpu_offline", CpuTarget(13, "hc", "CPU 3"))]
+
+
+def test_page_fault_is_retired_in_a_guest(agent: Agent) -> None:
+    """A guest still retires its own (guest-physical) pages."""
+    agent.hdl._ctx.platform = GuestPlatform(hostname="h")
+    agent.send(list_event("list.suspect", [page_fault(0x2000_0000)]))
+    assert agent.backend.calls == [("page_retire", 0x2000_0000)]
 
 
 def test_chip_fault_offlines_every_strand_of_the_chip(agent: Agent) -> None:

@@ -6,6 +6,7 @@ from fmd.xprts.plan import (
     EDAC,
     FORM_EDAC,
     FORM_MCE,
+    FORM_MEMORY_FAILURE,
     KMSG,
     MCELOG,
     PSTORE,
@@ -22,6 +23,26 @@ def test_modern_kernel_reads_tracefs_and_the_rest_of_the_kernel_log() -> None:
     plan = plan_sources({}, MODERN, auto_ok=True)
     assert plan.run == [TRACEFS, KMSG, PSTORE]
     assert plan.kmsg_skip == frozenset({FORM_MCE, FORM_EDAC})
+
+
+def test_memory_failure_verdicts_come_from_the_tracepoint_when_it_is_read() -> None:
+    """With ras:memory_failure_event read, the kernel log leaves memory_failure()'s page
+    verdicts to it (one report of each, not two); without tracefs it keeps them."""
+    offer = HostOffer(tracefs=True, mc_event=True, memory_failure=True)
+    plan = plan_sources({}, offer, auto_ok=True)
+    assert plan.kmsg_skip == frozenset({FORM_MCE, FORM_EDAC, FORM_MEMORY_FAILURE})
+    plan = plan_sources({TRACEFS: "off"}, offer, auto_ok=True)
+    assert FORM_MEMORY_FAILURE not in plan.kmsg_skip
+
+
+def test_a_xen_dom0_reads_the_hypervisors_telemetry_from_dev_mcelog() -> None:
+    """In a Xen dom0, /dev/mcelog (the hypervisor's telemetry) is the machine-check
+    source even where tracefs has mce_record, which never fires in dom0."""
+    offer = HostOffer(tracefs=True, mc_event=True, mcelog=True, dom0=True)
+    plan = plan_sources({}, offer, auto_ok=True)
+    assert plan.run == [MCELOG, KMSG, PSTORE]
+    assert plan.kmsg_skip == frozenset({FORM_MCE})
+    assert "Xen dom0" in plan.why[TRACEFS]
 
 
 def test_without_tracefs_dev_mcelog_is_the_machine_check_source() -> None:

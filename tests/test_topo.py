@@ -488,8 +488,8 @@ def test_choose_explicit(tmp_path: Path) -> None:
 
 def test_choose_errors(tmp_path: Path) -> None:
     """An unknown name, or file with no file, raises ConfigError."""
-    with pytest.raises(ConfigError, match="unknown topology platform 'xen'"):
-        choose_platform("xen", topology_file=EXAMPLE, sysfs_root=tmp_path, is_root=False)
+    with pytest.raises(ConfigError, match="unknown topology platform 'solaris'"):
+        choose_platform("solaris", topology_file=EXAMPLE, sysfs_root=tmp_path, is_root=False)
     with pytest.raises(ConfigError, match="cannot read"):
         choose_platform(
             "file", topology_file=tmp_path / "none.toml", sysfs_root=tmp_path, is_root=False

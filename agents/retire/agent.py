@@ -121,7 +121,7 @@ from fmd.protocol import (
     Pairs,
     Suspect,
 )
-from fmd.states import RESPONSE_KERNEL
+from fmd.states import RESPONSE_KERNEL, RESPONSE_NONE
 
 if TYPE_CHECKING:
     from fmd.api import Handle
@@ -244,6 +244,14 @@ class CpumemRetire(Plugin):
         PropSpec("xenpm", PropType.STRING, "xenpm", "xen backend: reads which CPUs are online."),
         PropSpec("cmd_timeout", PropType.TIME, "30sec", "xen backend: time limit per command."),
         PropSpec("cpu_offline_enable", PropType.BOOL, "true", "Offline CPUs found faulty."),
+        PropSpec(
+            "offline_vcpus",
+            PropType.BOOL,
+            "false",
+            "In a virtual machine, offline the virtual CPUs found faulty too.  By default "
+            "they are left online: a vCPU is not the faulty part, the physical one belongs "
+            "to the host, and the response says so.",
+        ),
         PropSpec("cpu_online_enable", PropType.BOOL, "true", "Online CPUs once repaired."),
         PropSpec("page_retire_enable", PropType.BOOL, "true", "Retire pages found faulty."),
         PropSpec("page_unretire_enable", PropType.BOOL, "true", "Unretire repaired pages."),
@@ -394,9 +402,24 @@ class CpumemRetire(Plugin):
             enabled = "cpu_offline_enable" if action == "cpu" else "page_retire_enable"
             if not hdl.prop(enabled):
                 hdl.stat(f"{action}_supp").incr()
-                hdl.case_response(ev.uuid, idx, "none", False, f"{enabled} is false")
+                hdl.case_response(ev.uuid, idx, RESPONSE_NONE, False, f"{enabled} is false")
                 work.states[idx] = "failed"
                 continue
+            if action == "cpu" and not hdl.prop("offline_vcpus"):
+                guest = _guest_of(hdl)
+                if guest is not None:
+                    hdl.stat("cpu_virtual", "faults on virtual CPUs left online").incr()
+                    hdl.case_response(
+                        ev.uuid,
+                        idx,
+                        RESPONSE_NONE,
+                        False,
+                        f"left online: a virtual CPU of this {guest} virtual machine; the "
+                        "physical fault, if any, belongs to the host (offline_vcpus=true "
+                        "offlines it)",
+                    )
+                    work.states[idx] = "failed"
+                    continue
             work.states[idx] = "pending"
         if not work.states:
             return
@@ -468,7 +491,7 @@ class CpumemRetire(Plugin):
         except _BadResource as exc:
             hdl.stat("bad_flts").incr()
             work.states[idx] = "failed"
-            hdl.case_response(work.uuid, idx, "none", False, str(exc))
+            hdl.case_response(work.uuid, idx, RESPONSE_NONE, False, str(exc))
             hdl.log.warning("retire_bad_resource", uuid=work.uuid, error=str(exc))
         except BackendError as exc:
             tries = int(hdl.prop("cpu_tries")) if action == "cpu" else 1
@@ -754,6 +777,15 @@ class CpumemRetire(Plugin):
         raise _BadResource(
             f"{suspect.cls}: the ASRU {fmri_text(asru) or 'none'} has no physical address"
         )
+
+
+def _guest_of(hdl: Handle) -> str | None:
+    """The hypervisor's name when this host is a virtual machine (its CPUs virtual)."""
+    try:
+        virt = hdl.topo.virtualization
+    except FmdError:
+        return None
+    return (virt.hypervisor or "unknown") if virt.is_guest else None
 
 
 def _backoff(hdl: Handle, n: int) -> int:

@@ -64,6 +64,7 @@ from agents.retire.backend import (
     read_boot_id,
 )
 from fmd.errors import ConfigError
+from fmd.hw.xen import parse_cpu_topology as parse_xenpm_topology
 
 # Where dom0's kernel tells its boot id.
 DOM0_PROCFS = "/proc"
@@ -164,10 +165,8 @@ def parse_mem_online(output: str) -> bool | None:
 def parse_cpu_topology(output: str) -> set[int] | None:
     """The online CPUs listed by ``xenpm get-cpu-topology``, or None when the
     output is not that table."""
-    cpus = {int(m) for m in re.findall(r"^\s*CPU(\d+)\s", output, re.M)}
-    if cpus or re.search(r"^\s*CPU\s+core\s+socket", output, re.M):
-        return cpus
-    return None
+    rows = parse_xenpm_topology(output)
+    return None if rows is None else {row.cpu for row in rows}
 
 
 def _summary(output: str) -> str:

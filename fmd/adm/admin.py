@@ -12,7 +12,7 @@ checkpoint's commit.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from fmd import asru
 from fmd.adm.requests import store_health
@@ -40,6 +40,9 @@ def register_admin(adm: AdmServer, daemon: Daemon) -> None:
     adm.register("import.rasdaemon", lambda req: import_rasdaemon(daemon, req), mutating=True)
 
 
+CPU_FAULT_PREFIX: Final = "fault.cpu."
+
+
 def _host(daemon: Daemon) -> dict[str, str]:
     auth = dict(daemon.platform.authority)
     return {
@@ -47,6 +50,17 @@ def _host(daemon: Daemon) -> dict[str, str]:
         "platform": auth.get("product-id", ""),
         "chassis-id": auth.get("chassis-id", ""),
         "product-sn": auth.get("product-sn", ""),
+    }
+
+
+def _virtual_note(daemon: Daemon, cls: str) -> dict[str, str]:
+    """``{"note": ...}`` for a CPU fault diagnosed in a virtual machine, else nothing."""
+    virt = daemon.platform.virtualization
+    if not virt.is_guest or not cls.startswith(CPU_FAULT_PREFIX):
+        return {}
+    return {
+        "note": f"a virtual CPU of this {virt.hypervisor or 'unknown'} virtual machine: "
+        "the physical fault, if any, belongs to the host"
     }
 
 
@@ -89,6 +103,7 @@ def faulty(daemon: Daemon, req: dict[str, Any]) -> dict[str, Any]:
                         "fault-status": s["status"],
                         "status": asru.asru_status(s["status"]),
                         "fru-status": asru.fru_status(s["status"]),
+                        **_virtual_note(daemon, str(s["class"])),
                         "responses": [
                             {
                                 "module": r["module"],

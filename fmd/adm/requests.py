@@ -83,7 +83,17 @@ def module_list(daemon: Daemon) -> dict[str, Any]:
         for name, why in daemon.source_choice.items()
         if name not in {t["name"] for t in xprts}
     ]
-    return {"modules": mods, "load_errors": list(daemon.load_errors), "transports": sources}
+    platform = {
+        "name": type(daemon.platform).__name__.removesuffix("Platform").lower(),
+        "virtualization": daemon.platform.virtualization.to_json(),
+        "description": daemon.platform.virtualization.describe(),
+    }
+    return {
+        "modules": mods,
+        "load_errors": list(daemon.load_errors),
+        "transports": sources,
+        "platform": platform,
+    }
 
 
 def _runner(daemon: Daemon, req: dict[str, Any]) -> ModuleRunner:

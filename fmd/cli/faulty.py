@@ -29,7 +29,7 @@ from typing import Any
 from fmd.asru import rsrc_status
 from fmd.case import MAX_CASE_EVENTS
 from fmd.cli.fmt import SIX_MONTHS_NS
-from fmd.states import RESPONSE_KERNEL
+from fmd.states import RESPONSE_KERNEL, RESPONSE_NONE
 
 RULE = "--------------- ------------------------------------  -------------- ---------"
 HEADER = "TIME            EVENT-ID                              MSG-ID         SEVERITY"
@@ -96,7 +96,8 @@ def _responses(s: Mapping[str, Any], verbose: bool) -> list[str]:
     always what the kernel did or was left to do (the detail says it all)."""
     out = []
     for r in s.get("responses", []):
-        if r["ok"] and r["action"] == RESPONSE_KERNEL:
+        if (r["ok"] and r["action"] == RESPONSE_KERNEL) or r["action"] == RESPONSE_NONE:
+            # The detail says it all: what the kernel did, or why nothing was done.
             out.append(f"{_STATUS_INDENT}{r['module']}: {r['detail']}")
             continue
         if r["ok"] and not verbose:
@@ -110,6 +111,8 @@ def _suspect_block(s: Mapping[str, Any], verbose: bool) -> list[str]:
     cls = str(s["class"])
     certainty = int(s["certainty"])
     lines = [f"{_label('Fault class')} {cls}" + (f" {certainty}%" if certainty < 100 else "")]
+    if s.get("note"):
+        lines.append(f"{_label('Note')} {s['note']}")
     if s.get("asru"):
         lines.append(f"{_label('Affects')} {s['asru']}")
         lines.append(f"{_STATUS_INDENT}{s['status']}")

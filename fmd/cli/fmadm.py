@@ -65,7 +65,11 @@ def config(ctx: click.Context, root: str | None, as_json: bool) -> None:
     and host error sources with their state and why they run or do not."""
     result = _call(ctx, root, "config")
     if as_json:
-        doc = {"modules": result["modules"], "transports": result.get("transports", [])}
+        doc = {
+            "modules": result["modules"],
+            "transports": result.get("transports", []),
+            "platform": result.get("platform"),
+        }
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(f"{'MODULE':<24} {'VERSION':<7} {'STATUS':<6}  DESCRIPTION")
@@ -78,6 +82,11 @@ def config(ctx: click.Context, root: str | None, as_json: bool) -> None:
         for t in xprts:
             detail = "; ".join(x for x in (t.get("reason", ""), t.get("chosen", "")) if x)
             click.echo(f"{t['name']:<32} {t['state']:<7}  {detail}")
+    platform = result.get("platform")
+    if platform:
+        click.echo("")
+        click.echo(f"{'PLATFORM':<32} HOST")
+        click.echo(f"{platform['name']:<32} {platform['description']}")
     for err in result.get("load_errors", []):
         click.echo(f"fmadm: warning: {err}", err=True)
 

@@ -31,6 +31,7 @@ from fmd.cli.common import (
 )
 from fmd.errors import StoreError
 from fmd.hw.topo import TopoNode, choose_platform
+from fmd.hw.virt import ROLE_METAL
 from fmd.protocol import FAULT_UNUSABLE
 from fmd.store import Store, queries
 
@@ -90,6 +91,7 @@ def cli(
         topology_file=paths.topology_file,
         sysfs_root=Path(props.get_str("topo.sysfs")),
         is_root=os.geteuid() == 0,
+        xenpm=props.get_str("topo.xenpm"),
     )
     unusable = _unusable(paths, props) if (status or as_json) else set()
     nodes = platform.nodes()
@@ -98,6 +100,9 @@ def cli(
         return
     click.echo(f"{'TIME':<20} UUID")
     click.echo(f"{time.strftime('%b %d %H:%M:%S'):<20} {uuid.uuid4()}")
+    virt = platform.virtualization
+    if virt.role != ROLE_METAL:
+        click.echo(f"Host: {virt.describe()}")
     click.echo("")
     for node in nodes:
         d = _node_json(node, unusable)

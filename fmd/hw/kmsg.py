@@ -29,13 +29,17 @@ when the tracepoint already carries them)::
               processor sections -> ereport.cpu.arm.error; others -> firmware_section
     thermal   CPUn: Core|Package temperature above threshold, cpu clock throttled
               -> fmd.hw.events.thermal ("temperature/speed normal" is ignored)
-    page      the kernel taking a page out of use by itself (mm/memory-failure.c,
-              drivers/ras/cec.c, mm/madvise.c)  -> fmd.hw.events.memory_failure
-              (source "kmsg", kernel_action "memory_failure" or "soft_offline"):
+    memory_failure
+              memory_failure()'s verdict on a page (mm/memory-failure.c), which the
+              ras:memory_failure_event tracepoint also carries
+              -> fmd.hw.events.memory_failure (source "kmsg", kernel_action
+              "memory_failure"):
                 Memory failure: 0x<pfn>: recovery action for <type>: <result>
                 MCE 0x<pfn>: recovery action for <type>: <result>    (about 4.1 to 4.6)
                 MCE 0x<pfn>: <type> page recovery: <result>          (before that)
-              and the soft offlines (below)
+    page      the soft offlines (below: drivers/ras/cec.c, mm/madvise.c, sysfs), which
+              no tracepoint carries  -> fmd.hw.events.memory_failure (kernel_action
+              "soft_offline")
 
 Multi-line records are assembled in *blocks*.  Each block kind has its own
 opening and closing lines, and a block stays open while messages of other
@@ -120,8 +124,18 @@ FORM_EDAC: Final = "edac"
 FORM_GHES: Final = "ghes"
 FORM_THERMAL: Final = "thermal"
 FORM_PAGE: Final = "page"
+FORM_MEMORY_FAILURE: Final = "memory_failure"
 ALL_FORMS: Final = frozenset(
-    {FORM_MCE, FORM_AMD, FORM_EDAC_MCE, FORM_EDAC, FORM_GHES, FORM_THERMAL, FORM_PAGE}
+    {
+        FORM_MCE,
+        FORM_AMD,
+        FORM_EDAC_MCE,
+        FORM_EDAC,
+        FORM_GHES,
+        FORM_THERMAL,
+        FORM_PAGE,
+        FORM_MEMORY_FAILURE,
+    }
 )
 # The forms that carry machine-check registers (what the MCE tracepoint also carries).
 MCE_FORMS: Final = frozenset({FORM_MCE, FORM_AMD, FORM_EDAC_MCE})
@@ -283,6 +297,7 @@ _SOFT_DISABLED: Final = "disabled by /proc/sys/vm/enable_soft_offline"
 _SOFT_SUCCESS: Final = ("already poisoned", "invalidated")
 # Cheap tests before the regular expressions (most messages are none of these).
 _PAGE_HINTS: Final = ("ecovery", "offlin", "get_any_page", "unhandlable")
+_PAGE_FORMS: Final = frozenset({FORM_PAGE, FORM_MEMORY_FAILURE})
 
 # -- GHES ----------------------------------------------------------------------
 _GHES_TAG: Final = re.compile(r"\{(\d{1,10})\}$")
@@ -420,7 +435,7 @@ class KmsgParser:
                 return self._amd_line(body, msg, out)
             return set()  # "mce: [Hardware Error]: Machine check events logged", ...
         self._close_ghes(out)
-        if FORM_PAGE in self.forms and any(hint in text for hint in _PAGE_HINTS):
+        if self.forms & _PAGE_FORMS and any(hint in text for hint in _PAGE_HINTS):
             return self._page_line(text, msg, out)
         if "EDAC " in text:
             return self._edac(text, msg, out)
@@ -762,6 +777,8 @@ class KmsgParser:
         if found is None:
             found = _MF_ACTION_OLD.search(text)
         if found is not None:
+            if FORM_MEMORY_FAILURE not in self.forms:
+                return set()  # ras:memory_failure_event carries the same verdict
             pfn_text, page_type, result = found.groups()
             if old_wording:
                 page_type = f"{page_type} page"  # "dirty LRU" -> "dirty LRU page", as later
@@ -774,6 +791,8 @@ class KmsgParser:
             )
             obj["kernel_action"] = ACTION_MEMORY_FAILURE
             out.append(KmsgEvent(msg.line, FORM_PAGE, obj))
+            return set()
+        if FORM_PAGE not in self.forms:
             return set()
         start = _SOFT_START.search(text)
         if start is not None:

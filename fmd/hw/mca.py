@@ -14,7 +14,7 @@ Decoding pipeline::
         |
         +-- error_code (bits 15:0) --> gcpu table, first match --> leaf, compound name
         +-- status bits + MCG_CAP/MCG_STATUS --> severity, disp
-        +-- code + vendor/bank/XEC + ADDR/MISC --> is_memory, physaddr
+        +-- code + vendor/bank/XEC + UC/S/PCC + ADDR/MISC --> is_memory, physaddr
         v
     DecodedMca (class, payload) --> memory_class() --> mem_ce / mem_ue / None
 
@@ -55,13 +55,19 @@ record, ``processor_context_corrupt`` for PCC taken during a #MC, and
 
 Severity follows mca-decoding.md section 3.2 (VAL, PCC, UC/deferred, non-SER
 UC, SER S/AR, then #MC-without-RIPV escalation); it is recorded in the payload
-as ``severity``.  ``McaRecord.mcg_cap`` is None when the source did not report
-MCG_CAP (the kernel log never prints it) and an integer when it did, zero
-included.  Unknown, the CPU is taken to have software error recovery (as if
-SER_P): S/AR grade SRAO/SRAR and a UC with neither is UCNA, and the payload
-says ``ser_assumed``; known with SER_P clear, a UC stays UC.  With MCG_CAP
-unknown, a corrected Intel error's non-zero threshold status (bits 54:53) is
-reported too (``threshold_based_error_status``), as mcelog does.
+as ``severity``.  One exception to the escalation, as Linux grades it: an SRAR
+taken in user mode (CS known, its RPL 3) with EIPV set stays SRAR although
+RIPV is clear, since the kernel kills the task that consumed the data and
+carries on.  In kernel mode, with CS unknown, or with EIPV clear as well, it
+is fatal.
+
+``McaRecord.mcg_cap`` is None when the source did not report MCG_CAP (the
+kernel log never prints it) and an integer when it did, zero included.
+Unknown, the CPU is taken to have software error recovery (as if SER_P): S/AR
+grade SRAO/SRAR and a UC with neither is UCNA, and the payload says
+``ser_assumed``; known with SER_P clear, a UC stays UC.  With MCG_CAP unknown,
+a corrected Intel error's non-zero threshold status (bits 54:53) is reported
+too (``threshold_based_error_status``), as mcelog does.
 
 Physical addresses follow section 4: Intel needs MISCV, MISC address mode 2
 and LSB <= 12 (low LSB bits masked); AMD legacy northbridge DRAM ECC (bank 4,
@@ -69,16 +75,28 @@ XEC 8, families before 17h) is used as is; AMD SMCA (family 17h+) needs Poison
 or PhysAddrV and takes the LSB from ADDR bits 61:56.
 
 Memory errors: ``is_memory`` for memory-controller codes (F ignored), the
-legacy AMD northbridge's DRAM ECC errors and SMCA UMC banks
-(:mod:`fmd.hw.smca` identifies SMCA units from IPID, and only UMC banks are
-memory there, whatever their architectural code).  ``memory_only`` marks the
-AMD ones, which are memory errors even without an address and never CPU
-errors.  Where the bank tells, ``memory_channel``/``memory_dimm`` (also payload
-members) locate the error: MCACOD bits 3:0 on Intel (0xF: unspecified), MISC
-bits 19:18/17:16 on Nehalem/Westmere (family 6 models 1Ah, 1Eh, 25h, 2Ch, as
-mcelog's per-DIMM accounting reads them), the UMC number and the chip select
-of MCA_SYND on SMCA.  SMCA records also carry their unit's name
-(``smca_bank_type``) and XEC.
+legacy AMD northbridge's DRAM ECC errors, SMCA UMC banks (:mod:`fmd.hw.smca`
+identifies SMCA units from IPID, and only UMC banks are memory there, whatever
+their architectural code) and Intel software-recoverable errors that log a
+physical address (below).  ``memory_only`` marks the AMD ones, which are
+memory errors even without an address and never CPU errors.  Where the bank
+tells, ``memory_channel``/``memory_dimm`` (also payload members) locate the
+error: MCACOD bits 3:0 on Intel (0xF: unspecified), MISC bits 19:18/17:16 on
+Nehalem/Westmere (family 6 models 1Ah, 1Eh, 25h, 2Ch, as mcelog's per-DIMM
+accounting reads them), the UMC number and the chip select of MCA_SYND on
+SMCA.  SMCA records also carry their unit's name (``smca_bank_type``) and
+XEC.
+
+Software-recoverable errors (SDM's SRAO and SRAR encodings: UC and S set, PCC
+clear, on a CPU with SER) report poisoned data by the physical address of the
+memory that holds it, whichever unit met the poison: a patrol scrub or an
+explicit writeback (SRAO), a data load or an instruction fetch (SRAR).  Linux
+takes that page out of use (``memory_failure``).  So such a record whose ADDR
+is valid and whose MISC is valid with a physical address mode is a memory
+error at that address (``mem_ue`` when the LSB makes it usable), not a fault of
+the cache that consumed the data; its gcpu leaf and compound name stay in the
+payload.  Without MISCV or with another address mode the address says nothing
+of memory, and the record keeps its gcpu class.
 """
 
 from __future__ import annotations
@@ -321,6 +339,16 @@ def _is_amd(record: McaRecord) -> bool:
     return record.vendor in _AMD_VENDORS
 
 
+# CS bits 1:0 hold the requested privilege level; 3 is user mode.
+_CS_RPL_MASK: Final = 0x3
+_USER_RPL: Final = 3
+
+
+def _user_mode(record: McaRecord) -> bool:
+    """Whether the record names the interrupted code's CS and that code ran in user mode."""
+    return record.cs is not None and record.cs & _CS_RPL_MASK == _USER_RPL
+
+
 def has_ser(record: McaRecord) -> bool:
     """Whether the CPU grades uncorrected errors with S/AR (software error recovery).
 
@@ -353,8 +381,11 @@ def severity(record: McaRecord) -> Severity:
             return Severity.FATAL  # AR without S is an illegal combination
         else:
             return Severity.UCNA
-    in_mce = record.mcg_status & MCG_MCIP
-    if in_mce and not record.mcg_status & MCG_RIPV and grade is not Severity.FATAL:
+    mcg = record.mcg_status
+    if mcg & MCG_MCIP and not mcg & MCG_RIPV and grade is not Severity.FATAL:
+        if grade is Severity.SRAR and mcg & MCG_EIPV and _user_mode(record):
+            # Poison consumed by a user task: the kernel kills the task, not itself.
+            return grade
         return Severity.FATAL
     return grade
 
@@ -396,6 +427,41 @@ def _is_amd_nb_dram(record: McaRecord) -> bool:
     return legacy and record.bank == 4 and (record.status >> 16) & 0x1F == 0x8
 
 
+# Intel MCi_MISC: bits 5:0 the least significant valid bit of MCi_ADDR, bits
+# 8:6 the address mode (2: physical).
+_MISC_LSB_MASK: Final = 0x3F
+_MISC_MODE_SHIFT: Final = 6
+_MISC_MODE_MASK: Final = 0x7
+_MISC_MODE_PHYSICAL: Final = 2
+# An address is usable when it names at least the page (4 KiB).
+_PAGE_LSB: Final = 12
+
+
+def _physical_lsb(record: McaRecord) -> int | None:
+    """The LSB of an Intel record's ADDR when ADDR and MISC are valid and MISC says
+    the address is physical; None otherwise."""
+    st, misc = record.status, record.misc
+    if record.addr is None or not st & ST_ADDRV or misc is None or not st & ST_MISCV:
+        return None
+    if (misc >> _MISC_MODE_SHIFT) & _MISC_MODE_MASK != _MISC_MODE_PHYSICAL:
+        return None
+    return misc & _MISC_LSB_MASK
+
+
+def is_memory_poison(record: McaRecord) -> bool:
+    """True for an Intel software-recoverable error (UC and S set, PCC clear, SER)
+    that logs a physical address: poisoned data in memory at that address."""
+    st = record.status
+    return (
+        not _is_amd(record)
+        and bool(st & ST_UC)
+        and bool(st & ST_S)
+        and not st & ST_PCC
+        and has_ser(record)
+        and _physical_lsb(record) is not None
+    )
+
+
 def usable_physaddr(record: McaRecord) -> int | None:
     """The physical address MCi_ADDR names, when the reference rules say it is usable."""
     st, addr = record.status, record.addr
@@ -412,12 +478,10 @@ def usable_physaddr(record: McaRecord) -> int | None:
             lsb = (addr >> 56) & 0x3F
             return (addr & ((1 << 56) - 1)) & ~((1 << lsb) - 1)
         return None
-    if record.misc is None or not st & ST_MISCV:
+    misc_lsb = _physical_lsb(record)
+    if misc_lsb is None or misc_lsb > _PAGE_LSB:
         return None
-    lsb, mode = record.misc & 0x3F, (record.misc >> 6) & 7
-    if mode != 2 or lsb > 12:
-        return None
-    return addr & ~((1 << lsb) - 1)
+    return addr & ~((1 << misc_lsb) - 1)
 
 
 # Intel family 6 models whose memory-controller banks put the channel and DIMM
@@ -480,7 +544,7 @@ def decode(record: McaRecord) -> DecodedMca:
         channel, dimm = smca.umc_channel, smca.dimm
     else:
         nb_dram = amd and _is_amd_nb_dram(record)
-        is_memory = is_memory_controller_code(code) or nb_dram
+        is_memory = is_memory_controller_code(code) or nb_dram or is_memory_poison(record)
         memory_only = nb_dram
         channel, dimm = (None, None) if amd else _memory_location(record, code)
     physaddr = usable_physaddr(record)
@@ -493,7 +557,7 @@ def decode(record: McaRecord) -> DecodedMca:
     if mcg & MCG_MCIP and mcg & MCG_EIPV and record.ip is not None:
         payload["ip"] = record.ip
     if mcg & MCG_MCIP and record.cs is not None:
-        payload["privileged"] = record.cs & 3 != 3
+        payload["privileged"] = not _user_mode(record)
     payload["bank_number"] = record.bank
     if record.bank >= 0:
         payload["bank_msr_offset"] = 0x400 + 4 * record.bank

@@ -17,11 +17,12 @@ serial.  A core, memory controller or channel has the chip as its FRU; a rank
 has its DIMM.  The mem-scheme unum is the node's hc path without authority
 (``motherboard=0/chip=0/.../rank=1``), as on illumos x86.
 
-Three platforms build the tree, and :func:`choose_platform` picks one:
+Four platforms build the tree, and :func:`choose_platform` picks one:
 
 ``SimPlatform``    a fixed four-chip machine for tests and demonstrations.
 ``FilePlatform``   a TOML description (``etc/fmd/topology.toml``, schema below).
 ``LinuxPlatform``  discovered from sysfs: CPUs, EDAC memory controllers, DMI.
+``XenPlatform``    a Xen dom0's view: the hypervisor's physical CPUs (xenpm), DMI.
 
 The platforms share :class:`TreePlatform`, which is given chip descriptions and
 an address decoder and answers every lookup from indexes built once.
@@ -64,6 +65,9 @@ from pathlib import Path
 from typing import Any, Final, NoReturn, Protocol
 
 from fmd.errors import ConfigError, TopoLookupError
+from fmd.hw.virt import BARE_METAL, ROLE_DOM0, Virtualization
+from fmd.hw.virt import detect as detect_virtualization
+from fmd.hw.xen import XENPM, XenCpu, read_cpu_topology
 from fmd.protocol.fmri import CpuFmri, Fmri, HcFmri, MemFmri, Pairs, hc_fmri, sanitize_authority
 
 __all__ = [
@@ -81,6 +85,7 @@ __all__ = [
     "TopoLookupError",
     "TopoNode",
     "TreePlatform",
+    "XenPlatform",
     "choose_platform",
 ]
 
@@ -139,6 +144,11 @@ class Platform(Protocol):
 
     def find_by_label(self, label: str) -> list[HcFmri]:
         """The FRU nodes (chips, DIMMs) whose label matches, ignoring case and spacing."""
+        ...
+
+    @property
+    def virtualization(self) -> Virtualization:
+        """Whether this host is bare metal, a virtual machine or a Xen dom0."""
         ...
 
 
@@ -267,6 +277,11 @@ class TreePlatform:
     def authority(self) -> Pairs:
         """(name, value) pairs in order: product-id, chassis-id, server-id."""
         return self._authority
+
+    @property
+    def virtualization(self) -> Virtualization:
+        """A described platform is taken as bare metal; :class:`LinuxPlatform` detects."""
+        return BARE_METAL
 
     def _hc(self, *pairs: tuple[str, int]) -> HcFmri:
         return hc_fmri(self._authority, *pairs)
@@ -678,6 +693,8 @@ class LinuxPlatform(TreePlatform):
       ``MCX <dimm_location>``.  EDAC knows no serials or rank counts: one rank.
     * Identity: ``class/dmi/id/product_name``, ``chassis_serial`` (else
       ``product_serial``; both need root), server-id the host name.
+    * Virtualization: :func:`fmd.hw.virt.detect` on the same procfs and sysfs
+      (a guest's CPUs are virtual; a Xen dom0's are not the physical ones).
     * Address decode is not available from sysfs in general (it lives in the
       EDAC drivers), so :meth:`decode_address` always returns None.
     """
@@ -698,6 +715,12 @@ class LinuxPlatform(TreePlatform):
         chassis = _read(dmi / "chassis_serial") or _read(dmi / "product_serial") or "unknown"
         host = hostname if hostname is not None else socket.gethostname()
         super().__init__(_authority(product, chassis, host), chips, None)
+        self._virt = detect_virtualization(info.parent, root)
+
+    @property
+    def virtualization(self) -> Virtualization:
+        """Detected from procfs and sysfs (:mod:`fmd.hw.virt`)."""
+        return self._virt
 
     @staticmethod
     def _chips(root: Path, apicids: Mapping[int, int]) -> list[ChipSpec]:
@@ -735,6 +758,58 @@ class LinuxPlatform(TreePlatform):
             )
             for n, pkg in enumerate(packages)
         ]
+
+
+class XenPlatform(TreePlatform):
+    """A Xen host's physical machine, as its dom0 sees it.
+
+    * CPUs: the hypervisor's physical CPUs (:func:`fmd.hw.xen.read_cpu_topology`,
+      ``xenpm get-cpu-topology``), a socket a chip labelled ``CPU <socket>``, not
+      dom0's virtual CPUs; APIC ids are taken equal to the CPU numbers (the
+      telemetry Xen forwards names CPUs by number).  CPUs offline at start-up
+      are not in the tree.
+    * Memory: dom0 runs no EDAC driver for the machine's memory controllers:
+      no DIMMs, and memory errors are diagnosed on their page.
+    * Identity: DMI under ``sysfs_root`` as on the linux platform (dom0 reads
+      the machine's own tables).
+    """
+
+    def __init__(
+        self,
+        cpus: Sequence[XenCpu],
+        sysfs_root: Path | str = "/sys",
+        *,
+        proc_root: Path | str = "/proc",
+        hostname: str | None = None,
+    ) -> None:
+        root = Path(sysfs_root)
+        dmi = root / "class" / "dmi" / "id"
+        product = _read(dmi / "product_name") or "unknown"
+        chassis = _read(dmi / "chassis_serial") or _read(dmi / "product_serial") or "unknown"
+        host = hostname if hostname is not None else socket.gethostname()
+        cores: dict[tuple[int, int], list[int]] = {}
+        for c in cpus:
+            cores.setdefault((c.socket, c.core), []).append(c.cpu)
+        chips = [
+            ChipSpec(
+                pkg,
+                f"CPU {pkg}",
+                tuple(
+                    CoreSpec(core, tuple((n, n) for n in sorted(members)))
+                    for (p, core), members in sorted(cores.items())
+                    if p == pkg
+                ),
+                (),
+            )
+            for pkg in sorted({pkg for pkg, _ in cores})
+        ]
+        super().__init__(_authority(product, chassis, host), chips, None)
+        self._virt = detect_virtualization(proc_root, root)
+
+    @property
+    def virtualization(self) -> Virtualization:
+        """Detected as on the linux platform: a dom0 when Xen says so."""
+        return self._virt
 
 
 def _location(text: str | None) -> dict[str, int]:
@@ -777,7 +852,7 @@ def _edac_dimms(mc_dir: Path, nchips: int) -> dict[int, list[DimmSpec]]:
 
 # ---- choosing one ------------------------------------------------------------
 
-PLATFORMS: Final = ("sim", "file", "linux")
+PLATFORMS: Final = ("sim", "file", "linux", "xen")
 
 
 def choose_platform(
@@ -787,24 +862,31 @@ def choose_platform(
     sysfs_root: Path,
     is_root: bool,
     hostname: str | None = None,
+    xenpm: str = XENPM,
 ) -> Platform:
-    """Build the platform ``name`` (``sim``, ``file`` or ``linux``), or choose one.
+    """Build the platform ``name`` (``sim``, ``file``, ``linux`` or ``xen``), or choose one.
 
     With ``name`` empty or ``auto``: ``file`` when ``topology_file`` exists,
-    else ``linux`` when running as root on Linux, else ``sim``.
+    else, running as root on Linux, ``xen`` in a Xen dom0 and ``linux``
+    elsewhere, else ``sim``.
     """
     chosen = name.strip().lower()
+    proc_root = sysfs_root.parent / "proc"
     if chosen in ("", "auto"):
         if topology_file.exists():
             chosen = "file"
         elif is_root and sys.platform.startswith("linux"):
-            chosen = "linux"
+            dom0 = detect_virtualization(proc_root, sysfs_root).role == ROLE_DOM0
+            chosen = "xen" if dom0 else "linux"
         else:
             chosen = "sim"
     builders: dict[str, Callable[[], TreePlatform]] = {
         "sim": lambda: SimPlatform(hostname),
         "file": lambda: FilePlatform(topology_file, hostname),
         "linux": lambda: LinuxPlatform(sysfs_root, hostname=hostname),
+        "xen": lambda: XenPlatform(
+            read_cpu_topology(xenpm), sysfs_root, proc_root=proc_root, hostname=hostname
+        ),
     }
     if chosen not in builders:
         raise ConfigError(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from fmd.config import Properties
-from fmd.hw.kmsg import ALL_FORMS, FORM_EDAC, MCE_FORMS, KmsgEvent
+from fmd.hw.kmsg import ALL_FORMS, FORM_EDAC, FORM_MEMORY_FAILURE, MCE_FORMS, KmsgEvent
 from fmd.hw.kmsg_text import parse_log_text
 from fmd.hw.topo import Platform
 from fmd.xprt import Ingest
@@ -36,6 +36,7 @@ _CONTROL_DOMAIN: Final = "control_d"
 
 MCE_RECORD: Final = "mce:mce_record"
 MC_EVENT: Final = "ras:mc_event"
+MEMORY_FAILURE_EVENT: Final = "ras:memory_failure_event"
 
 Positions = Mapping[str, tuple[str, int, str | None]]
 
@@ -63,6 +64,8 @@ def kmsg_forms(skip: frozenset[str]) -> frozenset[str]:
         forms -= MCE_FORMS  # the mce: blocks, the AMD decoder's and EDAC's copies
     if plan.FORM_EDAC in skip:
         forms.discard(FORM_EDAC)
+    if plan.FORM_MEMORY_FAILURE in skip:
+        forms.discard(FORM_MEMORY_FAILURE)  # memory_failure()'s verdicts
     return frozenset(forms)
 
 
@@ -88,7 +91,12 @@ def _path(props: Properties, name: str) -> Path:
 
 
 def build_sources(
-    ingest: Ingest, props: Properties, positions: Positions, *, auto_ok: bool
+    ingest: Ingest,
+    props: Properties,
+    positions: Positions,
+    *,
+    auto_ok: bool,
+    dom0: bool = False,
 ) -> HostSources:
     """The host sources the properties and the host call for (not started)."""
     switches = {name: props.get_str(f"xprt.{name}") for name in plan.SOURCES}
@@ -99,7 +107,9 @@ def build_sources(
     offer = plan.HostOffer(
         tracefs=MCE_RECORD in offered,
         mc_event=MC_EVENT in offered,
+        memory_failure=MEMORY_FAILURE_EVENT in offered,
         mcelog=mcelog_path.exists(),
+        dom0=dom0,
     )
     chosen = plan.plan_sources(switches, offer, auto_ok=auto_ok)
     boot_id = _path(props, "xprt.bootid")

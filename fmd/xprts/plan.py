@@ -3,16 +3,18 @@
 Each source has a property ``xprt.<name>`` (``auto``, ``on`` or ``off``).  ``on``
 runs it whatever the host offers (it then shows as unavailable, with the
 reason, where it cannot read); ``off`` never runs it.  ``auto`` runs the best
-set for the host, and only on the linux platform as root (the sources read
+set for the host, and only on the linux and xen platforms as root (the sources read
 root-only kernel interfaces; a sim or file platform describes another machine):
 
 * machine checks from **tracefs** when it has the ``mce:mce_record`` event,
-  else from **/dev/mcelog** (kernels with ``CONFIG_X86_MCELOG_LEGACY``, and Xen
-  dom0 where it carries the hypervisor's telemetry);
+  else from **/dev/mcelog** (kernels with ``CONFIG_X86_MCELOG_LEGACY``); in a Xen
+  dom0 (the xen platform) from /dev/mcelog, which carries the hypervisor's
+  telemetry, and never from tracefs (dom0's own machine-check path is idle);
 * the **kernel log** for what the chosen sources do not carry: its machine-check
   blocks only when neither of the above runs, its EDAC lines only when no
-  ``ras:mc_event`` tracepoint is read; the AMD decoder, firmware (GHES) and
-  thermal lines always;
+  ``ras:mc_event`` tracepoint is read, the kernel's memory-failure verdicts on
+  pages only when no ``ras:memory_failure_event`` is read; the AMD decoder,
+  firmware (GHES), soft-offline and thermal lines always;
 * the **EDAC counters** only where neither a ``ras:mc_event`` tracepoint nor the
   kernel log is read: they are the source of last resort for memory errors (the
   counters never lose a count, but carry no address, so no page can be
@@ -45,6 +47,7 @@ SOURCES: Final = (TRACEFS, KMSG, MCELOG, EDAC, PSTORE)
 # the ones another source may carry already.
 FORM_MCE: Final = "mce"
 FORM_EDAC: Final = "edac"
+FORM_MEMORY_FAILURE: Final = "memory_failure"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class HostOffer:
 
     tracefs: bool = False  # a tracefs with the mce:mce_record event, usable by fmd
     mc_event: bool = False  # ... and with ras:mc_event
+    memory_failure: bool = False  # ... and with ras:memory_failure_event
+    dom0: bool = False  # a Xen dom0 (the xen platform): machine checks belong to Xen
     mcelog: bool = False  # /dev/mcelog, readable
 
 
@@ -81,8 +86,10 @@ def plan_sources(switches: dict[str, str], offer: HostOffer, *, auto_ok: bool) -
         return auto_ok and best
 
     plan = SourcePlan()
-    tracefs = wanted(TRACEFS, offer.tracefs)
-    mcelog = wanted(MCELOG, offer.mcelog and not tracefs)
+    # In a Xen dom0 the hypervisor takes the machine checks and forwards them to
+    # /dev/mcelog; dom0's own mce:mce_record never fires.
+    tracefs = wanted(TRACEFS, offer.tracefs and not offer.dom0)
+    mcelog = wanted(MCELOG, offer.mcelog and (offer.dom0 or not tracefs))
     mc_event = tracefs and offer.mc_event
     kmsg = wanted(KMSG, True)
     edac = wanted(EDAC, not mc_event and not kmsg)
@@ -94,9 +101,13 @@ def plan_sources(switches: dict[str, str], offer: HostOffer, *, auto_ok: bool) -
         skip.add(FORM_MCE)
     if mc_event:
         skip.add(FORM_EDAC)
+    if tracefs and offer.tracefs and offer.memory_failure:
+        skip.add(FORM_MEMORY_FAILURE)
     # Why auto leaves a source out on this host.
     left_out = {
-        TRACEFS: "no tracefs with mce:mce_record here",
+        TRACEFS: "Xen dom0: the hypervisor's machine checks come through /dev/mcelog"
+        if offer.dom0 and offer.tracefs
+        else "no tracefs with mce:mce_record here",
         MCELOG: "no /dev/mcelog here" if not offer.mcelog else "tracefs carries the machine checks",
         EDAC: "ras:mc_event or the kernel log carries the memory errors",
         KMSG: "",
@@ -122,5 +133,5 @@ def _why(name: str, switch: str, on: bool, auto_ok: bool, left_out: str) -> str:
     if switch == OFF:
         return f"xprt.{name} is off"
     if not auto_ok:
-        return "auto: only on the linux platform as root"
+        return "auto: only on the linux and xen platforms as root"
     return "auto: chosen for this host" if on else f"auto: {left_out}"

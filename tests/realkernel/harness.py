@@ -56,6 +56,18 @@ MODULES: Final = (
     "9pnet_virtio",
     "9p",
 )
+# The host's root is read-only and does not change under the guest: the guest may
+# cache it (loose), which makes Python's imports several times faster.
+MOUNT_OPTIONS: Final = "trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000"
+# A Xen dom0 also needs the hypervisor's device modules and xenfs on /proc/xen
+# (the tools' hypercalls go through /proc/xen/privcmd).
+XEN_MODULES: Final = ("xen-privcmd", "xenfs", "xen-evtchn", "xen-gntdev")
+XEN_INIT: Final = "mount -t xenfs xenfs /host/proc/xen || echo @@XENFS-FAILED"
+XEN_PACKAGE: Final = "xen-hypervisor-4.17-amd64"
+XEN_IMAGE: Final = "xen-4.17-amd64.gz"
+XEN_TOOLS: Final = "xen-utils-4.17"
+# The QEMU monitor's prompt.
+PROMPT: Final = b"(qemu)"
 # The guest prints this line when its script ends, with the script's exit code.
 EXIT_MARK: Final = "@@GUEST-EXIT"
 BOOT_TIMEOUT_S: Final = 240.0
@@ -69,12 +81,13 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in {modules}; do insmod /mods/$m.ko || echo "@@INSMOD-FAILED $m"; done
 mkdir -p /host
-mount -t 9p -o trans=virtio,version=9p2000.L,ro host /host || echo "@@9P-FAILED"
+mount -t 9p -o {mount_options} host /host || echo "@@9P-FAILED"
 mount -t tmpfs tmpfs /host/mnt
 mount --bind /proc /host/proc
 mount --bind /sys /host/sys
 mount --bind /dev /host/dev
 mount -t tracefs tracefs /host/sys/kernel/tracing
+{extra}
 chroot /host /bin/sh {script} > /dev/console 2>&1
 echo "{exit_mark} $?"
 poweroff -f
@@ -108,16 +121,38 @@ def ensure_packages() -> None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise Unavailable(f"needs {', '.join(missing)} (apt-get as root)")
     started = time.monotonic()
+    _apt_install(missing)
+    _log("packages", started, " ".join(missing))
+
+
+def _apt_install(packages: list[str]) -> None:
     out = subprocess.run(
-        ["apt-get", "install", "-y", "-q", *missing],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
         capture_output=True,
         text=True,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         check=False,
     )
     if out.returncode != 0:
-        raise Unavailable(f"apt-get install {' '.join(missing)} failed: {out.stderr[-300:]}")
-    _log("packages", started, " ".join(missing))
+        raise Unavailable(f"apt-get install {' '.join(packages)} failed: {out.stderr[-300:]}")
+
+
+def _apt_extract(package: str, root: Path) -> None:
+    """Download ``package`` (never a glob: it would fetch every match) into ``root``."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=cache_dir()))
+    try:
+        out = subprocess.run(
+            ["apt-get", "download", package], cwd=work, capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
+        debs = list(work.glob("*.deb"))
+        if out.returncode != 0 or not debs:
+            raise Unavailable(f"apt-get download {package} failed: {out.stderr[-300:]}")
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -147,36 +182,36 @@ def ensure_kernel() -> Kernel:
     root = cache_dir() / release
     vmlinuz = root / "boot" / f"vmlinuz-{release}"
     if not vmlinuz.exists():
-        cache_dir().mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=cache_dir()))
-        out = subprocess.run(
-            ["apt-get", "download", package], cwd=work, capture_output=True, text=True, check=False
-        )
-        debs = list(work.glob("*.deb"))
-        if out.returncode != 0 or not debs:
-            raise Unavailable(f"apt-get download {package} failed: {out.stderr[-300:]}")
-        root.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
-        shutil.rmtree(work, ignore_errors=True)
+        _apt_extract(package, root)
         _log("kernel", started, f"{package} extracted to {root}")
     return Kernel(release, vmlinuz, root / "lib" / "modules" / release)
 
 
-def build_initramfs(kernel: Kernel, script: Path, out: Path) -> Path:
-    """The initramfs (gzip'd newc cpio) that runs ``script`` in the host's root."""
+def build_initramfs(kernel: Kernel, script: Path, out: Path, *, xen: bool = False) -> Path:
+    """The initramfs (gzip'd newc cpio) that runs ``script`` in the host's root
+    (as a Xen dom0's with ``xen``)."""
+    modules = MODULES + XEN_MODULES if xen else MODULES
     started = time.monotonic()
     tree = Path(tempfile.mkdtemp(prefix="fmd-initramfs-"))
     try:
         for d in ("bin", "mods", "proc", "sys", "dev", "host"):
             (tree / d).mkdir()
         shutil.copy(BUSYBOX, tree / "bin" / "busybox")
-        for name in MODULES:
+        for name in modules:
             found = next(kernel.modules.rglob(f"{name}.ko"), None)
             if found is None:
                 raise HarnessError(f"initramfs: module {name}.ko not in {kernel.modules}")
             shutil.copy(found, tree / "mods" / f"{name}.ko")
         init = tree / "init"
-        init.write_text(_INIT.format(modules=" ".join(MODULES), script=script, exit_mark=EXIT_MARK))
+        init.write_text(
+            _INIT.format(
+                modules=" ".join(modules),
+                extra=XEN_INIT if xen else "",
+                mount_options=MOUNT_OPTIONS,
+                script=script,
+                exit_mark=EXIT_MARK,
+            )
+        )
         init.chmod(0o755)
         files = subprocess.run(["find", "."], cwd=tree, capture_output=True, check=True).stdout
         archive = subprocess.run(
@@ -190,6 +225,26 @@ def build_initramfs(kernel: Kernel, script: Path, out: Path) -> Path:
     return out
 
 
+def ensure_xen() -> Path:
+    """The Xen hypervisor image (a multiboot ELF QEMU loads directly), fetched and
+    extracted once, and Xen's tools installed on the host (dom0 runs them from the
+    host's root)."""
+    started = time.monotonic()
+    if shutil.which("xen-hptool") is None:
+        if os.geteuid() != 0:
+            raise Unavailable(f"needs {XEN_TOOLS} (apt-get as root)")
+        _apt_install([XEN_TOOLS])
+        _log("xen tools", started, XEN_TOOLS)
+    root = cache_dir() / "xen"
+    image = root / "boot" / XEN_IMAGE.removesuffix(".gz")
+    if not image.exists():
+        _apt_extract(XEN_PACKAGE, root)
+        packed = root / "boot" / XEN_IMAGE
+        image.write_bytes(gzip.decompress(packed.read_bytes()))
+        _log("xen", started, f"{XEN_PACKAGE} extracted to {root}")
+    return image
+
+
 @dataclass
 class Guest:
     """A running guest: its console lines, its monitor, and its exit code."""
@@ -198,6 +253,8 @@ class Guest:
     monitor_path: Path
     console: list[str] = field(default_factory=list)
     exit_code: int | None = None
+    on_line: Callable[[Guest, str], None] | None = None
+    reader: threading.Thread | None = None
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def _reader(self) -> None:
@@ -206,9 +263,11 @@ class Guest:
             line = _ANSI.sub("", raw.decode(errors="replace")).rstrip("\r\n")
             with self._lock:
                 self.console.append(line)
-                if line.startswith(EXIT_MARK):
-                    self.exit_code = int(line.split()[1])
+                if EXIT_MARK in line:
+                    self.exit_code = int(line.split(EXIT_MARK, 1)[1].split()[0])
                 self._lock.notify_all()
+            if self.on_line is not None:
+                self.on_line(self, line)
         with self._lock:
             self._lock.notify_all()
 
@@ -230,37 +289,119 @@ class Guest:
                     )
                 self._lock.wait(min(left, 1.0))
 
-    def monitor(self, command: str) -> str:
-        """Run one HMP command on the QEMU monitor; its output."""
+    def monitor(self, command: str, timeout: float = 30.0) -> str:
+        """Run one HMP command on the QEMU monitor and return what it printed.
+
+        The answer is read until the next prompt: closing the connection before
+        QEMU has read the line would lose the command."""
+        deadline = time.monotonic() + timeout
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
+            s.settimeout(timeout)
             s.connect(str(self.monitor_path))
-            s.recv(4096)  # the banner and prompt
-            s.sendall(command.encode() + b"\n")
-            time.sleep(0.3)
-            return s.recv(65536).decode(errors="replace")
+            seen = b""
+            while PROMPT not in seen:  # the banner, then the first prompt
+                seen += self._recv(s, deadline, command)
+            s.sendall(command.encode() + b"\r\n")
+            answer = b""
+            while b"\n" not in answer or not answer.rstrip().endswith(PROMPT):
+                answer += self._recv(s, deadline, command)
+        text = _ANSI.sub("", answer.decode(errors="replace"))
+        sys.stderr.write(f"[harness] monitor: {command}\n")
+        return text.rsplit(PROMPT.decode(), 1)[0].split("\n", 1)[-1].strip()
+
+    @staticmethod
+    def _recv(s: socket.socket, deadline: float, command: str) -> bytes:
+        if time.monotonic() > deadline:
+            raise HarnessError(f"monitor: no prompt after {command!r}")
+        chunk = s.recv(65536)
+        if not chunk:
+            raise HarnessError(f"monitor: QEMU closed the monitor during {command!r}")
+        return chunk
 
     def finish(self, timeout: float) -> int:
         """Wait for the guest's script to end and QEMU to exit; the script's exit code."""
-        self.wait_for(lambda line: line.startswith(EXIT_MARK), timeout)
-        self.proc.wait(60)
+        try:
+            self.wait_for(lambda line: EXIT_MARK in line, timeout)
+            self.proc.wait(60)
+        finally:
+            self.close()
         assert self.exit_code is not None
         return self.exit_code
 
+    def close(self) -> None:
+        """Stop QEMU if it still runs and release its console."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        if self.reader is not None:
+            self.reader.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
-def boot(kernel: Kernel, initrd: Path, workdir: Path, *, cpus: int = 2) -> Guest:
-    """Start QEMU on ``kernel`` and ``initrd``; the guest runs its script at once."""
+
+def boot_xen(
+    xen: Path,
+    kernel: Kernel,
+    initrd: Path,
+    workdir: Path,
+    *,
+    cpus: int = 4,
+    memory_mb: int = 2048,
+    dom0_mb: int = 1024,
+    xen_args: str = "",
+    on_line: Callable[[Guest, str], None] | None = None,
+) -> Guest:
+    """Start QEMU on the Xen hypervisor with ``kernel`` as dom0 (``initrd`` its
+    initramfs); dom0 runs its script at once.  Xen's console and dom0's (through
+    Xen) both come out on the serial line.  ``-cpu qemu64``: this dom0 kernel
+    does not start under TCG with ``-cpu max``."""
     monitor = workdir / "monitor.sock"
     args = [
-        QEMU, "-machine", "q35", "-cpu", "max", "-m", "1024", "-smp", str(cpus),
-        "-nographic", "-no-reboot", "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
-        "-append", "console=ttyS0 panic=-1 quiet",
+        QEMU, "-machine", "q35", "-cpu", "qemu64", "-m", str(memory_mb), "-smp", str(cpus),
+        "-nographic", "-no-reboot", "-nic", "none",
+        "-kernel", str(xen),
+        "-append", f"console=com1 com1=115200 dom0_mem={dom0_mb}M loglvl=all "
+        f"guest_loglvl=all noreboot {xen_args}".strip(),
+        "-initrd", f"{kernel.vmlinuz} console=hvc0 quiet,{initrd}",
         "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
         "-monitor", f"unix:{monitor},server,nowait",
     ]  # fmt: skip
+    return _start(args, monitor, on_line)
+
+
+def boot(
+    kernel: Kernel,
+    initrd: Path,
+    workdir: Path,
+    *,
+    cpu: str = "max",
+    cpus: int = 2,
+    memory_mb: int = 1024,
+    append: str = "",
+    on_line: Callable[[Guest, str], None] | None = None,
+) -> Guest:
+    """Start QEMU on ``kernel`` and ``initrd``; the guest runs its script at once.
+
+    ``cpu`` is QEMU's CPU model with its options, ``append`` more kernel
+    parameters; ``on_line`` is called from the
+    console reader for every line (to answer the guest's requests)."""
+    monitor = workdir / "monitor.sock"
+    args = [
+        QEMU, "-machine", "q35", "-cpu", cpu, "-m", str(memory_mb), "-smp", str(cpus),
+        "-nographic", "-no-reboot", "-nic", "none",
+        "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
+        "-append", f"console=ttyS0 panic=-1 quiet {append}".strip(),
+        "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
+        "-monitor", f"unix:{monitor},server,nowait",
+    ]  # fmt: skip
+    return _start(args, monitor, on_line)
+
+
+def _start(args: list[str], monitor: Path, on_line: Callable[[Guest, str], None] | None) -> Guest:
     proc = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    guest = Guest(proc, monitor)
-    threading.Thread(target=guest._reader, daemon=True).start()
+    guest = Guest(proc, monitor, on_line=on_line)
+    guest.reader = threading.Thread(target=guest._reader, daemon=True)
+    guest.reader.start()
     return guest
