@@ -47,6 +47,7 @@ class MemberRange(NamedTuple):
     hex_ok: bool = False
 
 
+_I64_MIN: Final = -(1 << 63)
 _REGISTER: Final = MemberRange(0, _U64, "a 64-bit register", hex_ok=True)
 
 MEMBER_RANGES: Final[dict[str, MemberRange]] = {
@@ -94,7 +95,8 @@ def check_payload(payload: dict[str, Any]) -> None:
 
 
 def check_shape(obj: dict[str, Any] | list[Any], what: str) -> None:
-    """Bound the nesting depth and the total members of a decoded JSON value.
+    """Bound the nesting depth and the total members of a decoded JSON value, and its
+    integers to 64 bits (signed or unsigned, as the store and orjson can hold them).
 
     Iterative, so that nesting can never exhaust the interpreter's stack.
     """
@@ -116,5 +118,12 @@ def check_shape(obj: dict[str, Any] | list[Any], what: str) -> None:
                         f"{what} holds more than {MAX_PAYLOAD_ITEMS} members and elements"
                     )
                 stack.append((value, depth + 1))
+            elif cls is int and not _I64_MIN <= value <= _U64:
+                # JSON on the wire cannot carry one (it is read as a float), but an
+                # event built in Python can; it could not be stored.
+                raise EventRejected(
+                    f"{what} holds the integer {_show(value, 40)}, outside the 64-bit range "
+                    "(-2**63 to 2**64-1)"
+                )
     if items > MAX_PAYLOAD_ITEMS:
         raise EventRejected(f"{what} holds more than {MAX_PAYLOAD_ITEMS} members and elements")

@@ -190,6 +190,26 @@ def test_any_value_in_a_reserved_member(value: Any, member: str) -> None:
     assert value is not None
 
 
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [(-(1 << 63), True), ((1 << 64) - 1, True), (-(1 << 63) - 1, False), (1 << 64, False)],
+)
+def test_payload_integers_beyond_64_bits_are_rejected(value: int, accepted: bool) -> None:
+    """An event built in Python (not read from JSON, where such a number becomes a float)
+    with an integer outside the 64-bit range, at any depth, is rejected with a reason:
+    it could not be stored."""
+    for payload in ({"mca": value}, {"p": {"q": [value]}}):
+        obj = {"class": "ereport.cpu.generic-x86.l2cache", **payload}
+        try:
+            ev = ereport_from_json_dict(obj, now_ns=NOW, ena_gen=EnaGenerator())
+        except EventRejected as exc:
+            assert accepted is False
+            assert "outside the 64-bit range" in str(exc)
+        else:
+            assert accepted is True
+            _wire_round_trip(ev)
+
+
 @given(depth=st.integers(0, 2 * MAX_PAYLOAD_DEPTH), member=st.sampled_from(["p", "detector"]))
 def test_payload_depth_limit(depth: int, member: str) -> None:
     """A payload nested at most 32 deep (itself included) is accepted, deeper is rejected."""
