@@ -348,16 +348,17 @@ def boot_xen(
     cpus: int = 4,
     memory_mb: int = 2048,
     dom0_mb: int = 1024,
+    cpu: str = "qemu64",
     xen_args: str = "",
     on_line: Callable[[Guest, str], None] | None = None,
 ) -> Guest:
     """Start QEMU on the Xen hypervisor with ``kernel`` as dom0 (``initrd`` its
     initramfs); dom0 runs its script at once.  Xen's console and dom0's (through
-    Xen) both come out on the serial line.  ``-cpu qemu64``: this dom0 kernel
-    does not start under TCG with ``-cpu max``."""
+    Xen) both come out on the serial line.  ``cpu`` defaults to ``qemu64``: this
+    dom0 kernel does not start under TCG with ``-cpu max``."""
     monitor = workdir / "monitor.sock"
     args = [
-        QEMU, "-machine", "q35", "-cpu", "qemu64", "-m", str(memory_mb), "-smp", str(cpus),
+        QEMU, "-machine", "q35", "-cpu", cpu, "-m", str(memory_mb), "-smp", str(cpus),
         "-nographic", "-no-reboot", "-nic", "none",
         "-kernel", str(xen),
         "-append", f"console=com1 com1=115200 dom0_mem={dom0_mb}M loglvl=all "
