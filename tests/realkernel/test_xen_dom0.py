@@ -2,8 +2,11 @@
 
 Scenario 6 of the Xen work: fmd chooses the ``xen`` platform by itself, names the
 hypervisor's physical CPUs (``xenpm get-cpu-topology``) rather than dom0's vCPUs,
-says it is a dom0, and reads the hypervisor's telemetry from /dev/mcelog.  (The
-telemetry itself does not reach dom0 in this emulated machine yet; see the issue.)
+says it is a dom0, and reads the hypervisor's telemetry from /dev/mcelog.  The
+retire half of scenario 8: a CPU fault on a physical CPU makes the xen backend run
+``xen-hptool cpu-offline`` and Xen really takes the CPU out; ``fmadm replaced``
+brings it back.  (The hypervisor's telemetry itself does not reach dom0 in this
+emulated machine yet, so the errors are given to fmd as mcelog text.)
 """
 
 from __future__ import annotations
@@ -35,12 +38,26 @@ _SCRIPT = """#!/bin/sh
 cd {repo}
 export PYTHONPATH={repo} PYTHONDONTWRITEBYTECODE=1 HOME=/mnt
 P={python}
-mkdir -p /mnt/fmd
-echo "@@OUT xenpm $(xenpm get-cpu-topology | tr '\\n\\t' '; ')"
+mkdir -p /mnt/fmd/etc/fmd/plugins
+echo "setprop backend xen" > /mnt/fmd/etc/fmd/plugins/cpumem-retire.conf
+topology() {{ xenpm get-cpu-topology | tr '\\n\\t' '; '; }}
+echo "@@OUT xenpm $(topology)"
 $P -m fmd.cli.fmd -R /mnt/fmd -o xprt.pstore=off || echo "@@OUT fmd_failed 1"
 echo "@@OUT config $($P -m fmd.cli.fmadm -R /mnt/fmd config --json | tr -d '\\n')"
 echo "@@OUT topo $($P -m fmd.cli.fmtopo -R /mnt/fmd --json)"
-$P -m fmd.cli.fmadm -R /mnt/fmd config
+# Four corrected L1 icache errors on physical CPU 2, as mcelog text (the hypervisor's
+# own telemetry does not reach dom0 here yet): a fault, and the xen backend asks Xen
+# to take that physical CPU offline.
+for i in 1 2 3 4; do printf 'CPU 2 BANK 1\\nSTATUS 0x9000000000000151\\n\\n'; done \\
+    | $P -m fmd.cli.fminject -R /mnt/fmd -
+for i in $(seq 60); do topology | grep -q "CPU2 " || break; sleep 1; done
+echo "@@OUT offlined $(topology)"
+echo "@@OUT faulty $($P -m fmd.cli.fmadm -R /mnt/fmd faulty --json | tr -d '\\n')"
+$P -m fmd.cli.fmadm -R /mnt/fmd faulty
+$P -m fmd.cli.fmadm -R /mnt/fmd replaced "CPU 0"
+for i in $(seq 60); do topology | grep -q "CPU2 " && break; sleep 1; done
+echo "@@OUT onlined $(topology)"
+echo "@@OUT fmdump $($P -m fmd.cli.fmdump -R /mnt/fmd | tr '\\n' ';')"
 """
 
 
@@ -94,3 +111,20 @@ def test_dom0_picks_the_xen_platform_and_names_physical_cpus(dom0_run: dict[str,
     nodes = json.loads(output(dom0_run, "topo"))
     strands = sorted(n["asru"] for n in nodes if "/strand=" in n["fmri"])
     assert strands == [f"cpu:///cpuid={n}" for n in physical]
+
+
+def test_a_physical_cpu_fault_is_offlined_by_the_hypervisor_and_replaced_brings_it_back(
+    dom0_run: dict[str, Any],
+) -> None:
+    """Corrected icache errors on physical CPU 2 make one fault on cpu 2; the xen backend
+    runs xen-hptool and Xen's topology no longer lists CPU2; fmadm faulty says it was taken
+    out of service; fmadm replaced "CPU 0" brings CPU2 back; fmdump shows the lifecycle."""
+    assert re.findall(r"CPU(\d+)", output(dom0_run, "offlined")) == ["0", "1", "3"]
+    [case] = json.loads(output(dom0_run, "faulty"))
+    [suspect] = case["suspects"]
+    assert suspect["asru"] == "cpu:///cpuid=2"
+    assert suspect["status"] == "faulted and taken out of service"
+    assert "xen" in suspect["responses"][0]["detail"]
+    assert re.findall(r"CPU(\d+)", output(dom0_run, "onlined")) == ["0", "1", "2", "3"]
+    events = [line.split()[-1] for line in output(dom0_run, "fmdump").split(";") if line]
+    assert events[1:] == ["Diagnosed", "Isolated", "Repaired", "Resolved"]
