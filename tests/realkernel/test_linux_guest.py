@@ -93,7 +93,12 @@ def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
         pytest.fail(f"the guest printed no result for {name!r}; console tail:\n{tail}")
     found: dict[str, Any] = results[name]
     if "error" in found:
-        pytest.fail(f"{name}: {found['error']}\n{found.get('trace', '')}")
+        dmesg = "\n".join(found.get("dmesg", []))
+        pytest.fail(
+            f"{name}: {found['error']}\n{found.get('trace', '')}\nfmstat -t:\n"
+            f"{found.get('fmstat_t', '')}\nguest dmesg tail:\n{dmesg}\n"
+            f"fmd log tail:\n{found.get('fmd_log', '')}"
+        )
     return found
 
 
