@@ -94,6 +94,35 @@ poweroff -f
 """
 
 
+# Every guest script starts in this checkout with its venv's Python as $P.
+_SCRIPT_HEAD = """#!/bin/sh
+cd {repo}
+export PYTHONPATH={repo} PYTHONDONTWRITEBYTECODE=1 HOME=/mnt
+P={python}
+"""
+REPO: Final = Path(__file__).resolve().parents[2]
+
+
+def write_script(workdir: Path, body: str) -> Path:
+    """The shell script a guest runs: in this checkout (the host's root is the
+    guest's), with this interpreter as ``$P``, then ``body``."""
+    script = workdir / "run.sh"
+    script.write_text(_SCRIPT_HEAD.format(repo=REPO, python=sys.executable) + body)
+    script.chmod(0o755)
+    return script
+
+
+def marked(console: list[str], mark: str) -> dict[str, str]:
+    """The guest's ``@@<mark> [time] name text`` lines (time optional): name -> text."""
+    pattern = re.compile(rf"@@{mark} (?:\[[0-9.]+\] )?(\w+) (.*)$")
+    found: dict[str, str] = {}
+    for line in console:
+        m = pattern.search(line)
+        if m:
+            found[m.group(1)] = m.group(2)
+    return found
+
+
 class HarnessError(Exception):
     """A step of the harness failed; the message names it."""
 

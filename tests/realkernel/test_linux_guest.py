@@ -31,20 +31,14 @@ pytestmark = [
     pytest.mark.timeout(1500),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 CPU_MODEL = "max,vendor=GenuineIntel,family=6,model=85,stepping=4"
 # vCPU 1 tickless and free of other work: an SRAR must find a user task running there
 # (taken in the kernel it is fatal, as on real hardware).
 KERNEL_ARGS = "nohz_full=1 isolcpus=1 rcu_nocbs=1 irqaffinity=0"
 RUN_TIMEOUT_S = 1200.0
-_RESULT = re.compile(r"@@RESULT \[[0-9.]+\] (\w+) (.*)$")
 _MONITOR = re.compile(r"@@MONITOR \[[0-9.]+\] (.*)$")
 
-_SCRIPT = """#!/bin/sh
-cd {repo}
-export PYTHONPATH={repo} PYTHONDONTWRITEBYTECODE=1 HOME=/mnt
-exec {python} -m tests.realkernel.guest_linux
-"""
+_SCRIPT = "exec $P -m tests.realkernel.guest_linux\n"
 
 
 def _answer(guest: harness.Guest, line: str) -> None:
@@ -64,9 +58,7 @@ def guest_run() -> Iterator[dict[str, Any]]:
         pytest.skip(f"no QEMU guest here: {exc}")
     with tempfile.TemporaryDirectory(prefix="fmd-guest-") as tmp:
         work = Path(tmp)
-        script = work / "run.sh"
-        script.write_text(_SCRIPT.format(repo=REPO, python=sys.executable))
-        script.chmod(0o755)
+        script = harness.write_script(work, _SCRIPT)
         initrd = harness.build_initramfs(kernel, script, work / "initrd.gz")
         started = time.monotonic()
         guest = harness.boot(
@@ -78,10 +70,8 @@ def guest_run() -> Iterator[dict[str, Any]]:
         if keep:
             Path(keep).write_text("\n".join(guest.console) + "\n")
         results: dict[str, Any] = {"_console": guest.console, "_wall_s": wall, "_code": code}
-        for line in guest.console:
-            m = _RESULT.search(line)
-            if m:
-                results[m.group(1)] = json.loads(m.group(2))
+        for name, text in harness.marked(guest.console, "RESULT").items():
+            results[name] = json.loads(text)
         sys.stderr.write(f"[harness] linux guest: {wall:.1f} s in all\n")
         yield results
 

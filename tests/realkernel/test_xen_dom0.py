@@ -30,18 +30,12 @@ pytestmark = [
     pytest.mark.timeout(1500),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 900.0
 CPUS = 2
-_OUT = re.compile(r"@@OUT (\w+) (.*)$")
 
-_SCRIPT = """#!/bin/sh
-cd {repo}
-export PYTHONPATH={repo} PYTHONDONTWRITEBYTECODE=1 HOME=/mnt
-P={python}
-mkdir -p /mnt/fmd/etc/fmd/plugins
+_SCRIPT = """mkdir -p /mnt/fmd/etc/fmd/plugins
 echo "setprop backend xen" > /mnt/fmd/etc/fmd/plugins/cpumem-retire.conf
-topology() {{ xenpm get-cpu-topology | tr '\\n\\t' '; '; }}
+topology() { xenpm get-cpu-topology | tr '\\n\\t' '; '; }
 echo "@@OUT xenpm $(topology)"
 $P -m fmd.cli.fmd -R /mnt/fmd -o xprt.pstore=off || echo "@@OUT fmd_failed 1"
 echo "@@OUT config $($P -m fmd.cli.fmadm -R /mnt/fmd config --json | tr -d '\\n')"
@@ -73,19 +67,14 @@ def dom0_run() -> Iterator[dict[str, Any]]:
         pytest.skip(f"no Xen under QEMU here: {exc}")
     with tempfile.TemporaryDirectory(prefix="fmd-xen-") as tmp:
         work = Path(tmp)
-        script = work / "run.sh"
-        script.write_text(_SCRIPT.format(repo=REPO, python=sys.executable))
-        script.chmod(0o755)
+        script = harness.write_script(work, _SCRIPT)
         initrd = harness.build_initramfs(kernel, script, work / "initrd.gz", xen=True)
         started = time.monotonic()
         # Two physical CPUs: each one more costs the whole boot under emulation.
         guest = harness.boot_xen(xen, kernel, initrd, work, cpus=CPUS)
         code = guest.finish(RUN_TIMEOUT_S)
         out: dict[str, Any] = {"_console": guest.console, "_code": code}
-        for line in guest.console:
-            m = _OUT.search(line)
-            if m:
-                out[m.group(1)] = m.group(2)
+        out.update(harness.marked(guest.console, "OUT"))
         sys.stderr.write(f"[harness] xen dom0: {time.monotonic() - started:.1f} s in all\n")
         yield out
 
